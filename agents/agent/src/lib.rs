@@ -1,0 +1,1 @@
+//! The Corral agent process.

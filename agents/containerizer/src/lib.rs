@@ -1,0 +1,1 @@
+//! Containerizers for Corral agents: Docker (bollard) and simulated.

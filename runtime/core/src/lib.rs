@@ -1,0 +1,1 @@
+//! Corral's sans-IO core: resources, registry, offers, task states.

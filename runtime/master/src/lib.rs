@@ -1,0 +1,1 @@
+//! The Corral master: actors, registry, allocation.

@@ -1,0 +1,1 @@
+//! Corral's WebAssembly policy host.

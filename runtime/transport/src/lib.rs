@@ -1,0 +1,1 @@
+//! Corral's QUIC transport: cluster CA, TLS, framed streams.
