@@ -1,1 +1,38 @@
-//! The corral command line.
+//! The `corral` command line: every subcommand of the one binary.
+//!
+//! `corral master` and `corral agent` run the two processes; `corral up` runs both on this
+//! machine; `corral agents` and the other client commands speak the same QUIC protocol as
+//! the agents; `corral bench` prints benchmark figures.
+
+mod bench;
+mod client;
+mod opts;
+mod table;
+
+use clap::Parser;
+
+pub use opts::Cli;
+
+/// Exit status for bad configuration or usage (BSD `EX_USAGE`).
+pub const EXIT_USAGE: i32 = 64;
+
+/// Runs the command line and returns the process exit status.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    opts::init_tracing(&cli.global);
+    match opts::run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            e.downcast_ref::<opts::UsageError>()
+                .map_or(1, |_| EXIT_USAGE)
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The agent's connection to the master: connect, register, heartbeat; on any failure,
+//! back off exponentially with jitter and start again.
+
+use std::time::Duration;
+
+use actix::Addr;
+use corral_transport::{open_stream, TransportError};
+use corral_wire::pb::{self, envelope::Body};
+use rand::Rng;
+
+use crate::agent_actor::{AgentActor, FromMaster, GetRegistration, Registered};
+use crate::AgentConfig;
+
+/// Exponential backoff with jitter: each delay is drawn from the upper half of the
+/// current step, and the step doubles up to the maximum.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    step: Duration,
+}
+
+impl Backoff {
+    /// Backoff starting at `initial` and capped at `max`.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max,
+            step: initial,
+        }
+    }
+
+    /// The next delay to wait.
+    pub fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
+        let step = self.step;
+        self.step = (self.step * 2).min(self.max);
+        let half = step / 2;
+        half + step.mul_f64(rng.random::<f64>() * 0.5)
+    }
+
+    /// Back to the first delay, after a success.
+    pub fn reset(&mut self) {
+        self.step = self.initial;
+    }
+}
+
+/// Runs the link until the actor stops.
+pub async fn run(endpoint: quinn::Endpoint, actor: Addr<AgentActor>, config: AgentConfig) {
+    let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
+    loop {
+        match session(&endpoint, &actor, &config, &mut backoff).await {
+            Ok(()) => tracing::info!("master closed the connection"),
+            Err(e) => tracing::warn!(master = %config.master, error = %e, "link to master down"),
+        }
+        if !actor.connected() {
+            return;
+        }
+        let delay = backoff.next_delay(&mut rand::rng());
+        tracing::debug!(delay_ms = delay.as_millis() as u64, "reconnecting");
+        tokio::time::sleep(delay).await;
+    }
+}
+
+async fn session(
+    endpoint: &quinn::Endpoint,
+    actor: &Addr<AgentActor>,
+    config: &AgentConfig,
+    backoff: &mut Backoff,
+) -> Result<(), TransportError> {
+    let conn = corral_transport::connect(endpoint, config.master, Duration::from_secs(5)).await?;
+    let (mut send, mut recv) = open_stream(&conn, config.max_frame).await?;
+    let registration = actor.send(GetRegistration).await.map_err(gone)?;
+    send.send_body(Body::RegisterAgent(registration)).await?;
+    let (agent_id, interval) = match recv.recv().await? {
+        Some(Body::AgentRegistered(r)) => (r.agent_id, r.heartbeat_interval_ms.max(50)),
+        Some(other) => {
+            return Err(TransportError::Remote {
+                code: "unexpected".into(),
+                message: format!("master answered the registration with {other:?}"),
+            })
+        }
+        None => return Ok(()),
+    };
+    actor
+        .send(Registered {
+            agent_id: agent_id.clone(),
+        })
+        .await
+        .map_err(gone)?;
+    backoff.reset();
+
+    let mut ticker = tokio::time::interval(Duration::from_millis(interval));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sequence = 0u64;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                sequence += 1;
+                send.send_body(Body::Heartbeat(pb::Heartbeat { agent_id: agent_id.clone(), sequence })).await?;
+            }
+            msg = recv.recv() => match msg? {
+                None => return Ok(()),
+                Some(Body::HeartbeatAck(_)) => {}
+                Some(body) => actor.do_send(FromMaster(body)),
+            }
+        }
+    }
+}
+
+fn gone(_: actix::MailboxError) -> TransportError {
+    TransportError::Remote {
+        code: "stopped".into(),
+        message: "the agent is shutting down".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let mut rng = rand::rng();
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
+        let expected_steps = [100u64, 200, 400, 800, 1000, 1000];
+        for step in expected_steps {
+            let d = b.next_delay(&mut rng).as_millis() as u64;
+            assert!(
+                d >= step / 2 && d <= step,
+                "delay {d} outside [{}, {step}]",
+                step / 2
+            );
+        }
+        b.reset();
+        assert!(b.next_delay(&mut rng) <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,51 @@
+//! One request to the master over QUIC, as every client command makes it.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use corral_transport::open_stream;
+use corral_wire::pb::{self, envelope::Body, request::Kind, response::Kind as R};
+
+use crate::opts::ClientOpts;
+
+/// Sends one request and returns the master's answer, or a one-line error saying where it
+/// tried.
+pub fn request(opts: &ClientOpts, kind: Kind) -> anyhow::Result<R> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let ca = opts.ca_path();
+        let endpoint = corral_transport::client_endpoint(&ca).with_context(|| {
+            format!(
+                "cannot use the cluster CA {} (pass --ca with the master's ca.pem)",
+                ca.display()
+            )
+        })?;
+        let conn =
+            corral_transport::connect(&endpoint, opts.master, Duration::from_secs(3)).await?;
+        let (mut send, mut recv) = open_stream(&conn, corral_wire::DEFAULT_MAX_FRAME).await?;
+        send.send_body(Body::Request(pb::Request { kind: Some(kind) }))
+            .await?;
+        send.finish();
+        let answer = match recv.recv().await? {
+            Some(Body::Response(pb::Response {
+                kind: Some(R::Error(e)),
+            })) => Err(anyhow!("{} ({})", e.message, e.code)),
+            Some(Body::Response(pb::Response { kind: Some(kind) })) => Ok(kind),
+            _ => Err(anyhow!("the master at {} sent no answer", opts.master)),
+        };
+        conn.close(0u32.into(), b"done");
+        endpoint.wait_idle().await;
+        answer
+    })
+}
+
+/// The agents the master knows.
+pub fn list_agents(opts: &ClientOpts) -> anyhow::Result<Vec<pb::AgentInfo>> {
+    match request(opts, Kind::ListAgents(pb::ListAgents {}))? {
+        R::Agents(list) => Ok(list.agents),
+        other => Err(anyhow!("unexpected answer from the master: {other:?}")),
+    }
+}

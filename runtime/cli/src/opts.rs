@@ -1,0 +1,369 @@
+//! Options of every subcommand, and their dispatch.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use corral_core::Resources;
+
+/// An error in what the user asked for: exits with status 64.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+/// Corral: a small cluster manager with hot-swappable WebAssembly scheduling.
+#[derive(Debug, Parser)]
+#[command(name = "corral", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Log filter, as RUST_LOG (for example `info` or `corral_master=debug`).
+    #[arg(long, global = true, env = "CORRAL_LOG", default_value = "info")]
+    pub log: String,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a master.
+    Master(MasterOpts),
+    /// Run an agent that joins a master.
+    Agent(AgentOpts),
+    /// Run a master and one agent on this machine until Ctrl-C.
+    Up(UpOpts),
+    /// List the agents a master knows.
+    Agents(ClientOpts),
+    /// Print benchmark figures.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Messages per second and round-trip latency over one QUIC connection to a real master
+    /// process started for the benchmark.
+    Wire(crate::bench::WireOpts),
+}
+
+/// Where Corral keeps state when no folder is named: `$CORRAL_HOME`, else `~/.corral`.
+fn home() -> PathBuf {
+    if let Some(h) = std::env::var_os("CORRAL_HOME") {
+        return PathBuf::from(h);
+    }
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".corral"))
+        .unwrap_or_else(|| PathBuf::from(".corral"))
+}
+
+fn default_master_state() -> PathBuf {
+    home().join("master")
+}
+
+#[derive(Debug, Args)]
+pub struct MasterOpts {
+    /// UDP address to serve QUIC on.
+    #[arg(long, default_value = "127.0.0.1:5050")]
+    pub listen: SocketAddr,
+    /// State folder (cluster CA, certificates, registry). Default: ~/.corral/master.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// Silence after which an agent is marked unreachable (e.g. 15s, 500ms).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub agent_timeout: Duration,
+    /// How often agents heartbeat.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// Largest frame a peer may send, in bytes.
+    #[arg(long, default_value_t = corral_wire::DEFAULT_MAX_FRAME)]
+    pub max_frame: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentOpts {
+    /// The master's QUIC address.
+    #[arg(long, default_value = "127.0.0.1:5050")]
+    pub master: SocketAddr,
+    /// The cluster CA to trust. Default: the local master's ~/.corral/master/ca.pem.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// State folder (agent id, checkpoints). Default: ~/.corral/agent.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// CPUs to offer (default: all of this host's).
+    #[arg(long, value_parser = corral_core::parse_cpus)]
+    pub cpus: Option<u64>,
+    /// Memory to offer in MB (default: all of this host's).
+    #[arg(long)]
+    pub mem: Option<u64>,
+    /// Disk to offer in MB (default: free space of the state folder's file system).
+    #[arg(long)]
+    pub disk: Option<u64>,
+    /// Host ports tasks may use, as BEGIN-END.
+    #[arg(long, default_value = "31000-32000", value_parser = parse_port_range)]
+    pub ports: (u32, u32),
+    /// An attribute KEY=VALUE (repeatable), for example rack=r1.
+    #[arg(long = "attribute", value_parser = parse_key_value)]
+    pub attributes: Vec<(String, String)>,
+    /// The host name to report (default: this machine's).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Longest delay between reconnect attempts.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub backoff_max: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct UpOpts {
+    /// Root folder for the master's and the agent's state. Default: ~/.corral.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// UDP address for the master.
+    #[arg(long, default_value = "127.0.0.1:5050")]
+    pub listen: SocketAddr,
+}
+
+/// How a client command reaches the master.
+#[derive(Debug, Args)]
+pub struct ClientOpts {
+    /// The master's QUIC address.
+    #[arg(long, env = "CORRAL_MASTER", default_value = "127.0.0.1:5050")]
+    pub master: SocketAddr,
+    /// The cluster CA to trust. Default: ~/.corral/master/ca.pem.
+    #[arg(long, env = "CORRAL_CA")]
+    pub ca: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ClientOpts {
+    pub fn ca_path(&self) -> PathBuf {
+        self.ca
+            .clone()
+            .unwrap_or_else(|| default_master_state().join(corral_transport::pki::CA_FILE))
+    }
+}
+
+/// Parses `15s`, `500ms`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (try 15s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{text:?}: {e}"))
+}
+
+fn parse_port_range(text: &str) -> Result<(u32, u32), String> {
+    let (b, e) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?} is not a port range BEGIN-END"))?;
+    let b: u16 = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("{b:?} is not a port"))?;
+    let e: u16 = e
+        .trim()
+        .parse()
+        .map_err(|_| format!("{e:?} is not a port"))?;
+    if b == 0 || b > e {
+        return Err(format!("{text:?}: the range must run from 1 up"));
+    }
+    Ok((b.into(), e.into()))
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    let (k, v) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
+    if k.is_empty() {
+        return Err(format!("{text:?}: the key is empty"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+pub fn init_tracing(global: &Global) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&global.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match global.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn master_config(o: &MasterOpts) -> corral_master::MasterConfig {
+    corral_master::MasterConfig {
+        listen: o.listen,
+        state_dir: o.state.clone().unwrap_or_else(default_master_state),
+        agent_timeout: o.agent_timeout,
+        heartbeat_interval: o.heartbeat_interval,
+        max_frame: o.max_frame,
+    }
+}
+
+fn agent_config(o: &AgentOpts) -> corral_agent::AgentConfig {
+    let state_dir = o.state.clone().unwrap_or_else(|| home().join("agent"));
+    let disk_probe = if state_dir.exists() {
+        state_dir.as_path()
+    } else {
+        Path::new("/")
+    };
+    corral_agent::AgentConfig {
+        master: o.master,
+        ca: o
+            .ca
+            .clone()
+            .unwrap_or_else(|| default_master_state().join(corral_transport::pki::CA_FILE)),
+        resources: Resources {
+            cpus_milli: o.cpus.unwrap_or_else(corral_agent::host::cpus_milli),
+            mem_mb: o.mem.or_else(corral_agent::host::mem_mb).unwrap_or(1024),
+            disk_mb: o
+                .disk
+                .or_else(|| corral_agent::host::disk_mb(disk_probe))
+                .unwrap_or(0),
+            ports: vec![o.ports],
+        },
+        state_dir,
+        attributes: o.attributes.iter().cloned().collect::<BTreeMap<_, _>>(),
+        hostname: o
+            .hostname
+            .clone()
+            .unwrap_or_else(corral_agent::host::hostname),
+        backoff_initial: Duration::from_millis(100),
+        backoff_max: o.backoff_max,
+        max_frame: corral_wire::DEFAULT_MAX_FRAME,
+    }
+}
+
+async fn ctrl_c() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot watch for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Master(o) => {
+            let config = master_config(&o);
+            config.validate().map_err(usage)?;
+            actix::System::new().block_on(async move {
+                let master = corral_master::Master::start(config)?;
+                println!("master listening on {}", master.local_addr);
+                ctrl_c().await?;
+                master.shutdown();
+                Ok(())
+            })
+        }
+        Command::Agent(o) => {
+            let config = agent_config(&o);
+            config.validate().map_err(usage)?;
+            actix::System::new().block_on(async move {
+                let _agent = corral_agent::Agent::start(config)?;
+                ctrl_c().await
+            })
+        }
+        Command::Up(o) => {
+            let root = o.state.clone().unwrap_or_else(home);
+            let master = corral_master::MasterConfig {
+                listen: o.listen,
+                state_dir: root.join("master"),
+                ..Default::default()
+            };
+            actix::System::new().block_on(async move {
+                let m = corral_master::Master::start(master.clone())?;
+                let agent_opts = AgentOpts {
+                    master: m.local_addr,
+                    ca: Some(master.state_dir.join(corral_transport::pki::CA_FILE)),
+                    state: Some(root.join("agent")),
+                    cpus: None,
+                    mem: None,
+                    disk: None,
+                    ports: (31000, 32000),
+                    attributes: Vec::new(),
+                    hostname: None,
+                    backoff_max: Duration::from_secs(5),
+                };
+                let config = agent_config(&agent_opts);
+                config.validate().map_err(usage)?;
+                let _agent = corral_agent::Agent::start(config)?;
+                println!(
+                    "corral is up: master on {}, one agent; state in {}",
+                    m.local_addr,
+                    root.display()
+                );
+                println!("try: corral agents");
+                println!("press Ctrl-C to stop");
+                ctrl_c().await?;
+                m.shutdown();
+                Ok(())
+            })
+        }
+        Command::Agents(o) => {
+            let agents = crate::client::list_agents(&o)?;
+            if o.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&crate::table::agents_json(&agents))?
+                );
+            } else {
+                print!("{}", crate::table::agents_table(&agents));
+            }
+            Ok(())
+        }
+        Command::Bench { which } => match which {
+            BenchCmd::Wire(o) => crate::bench::wire(&o),
+        },
+    }
+}

@@ -1,0 +1,57 @@
+//! The master's configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the master needs to start; validated once by [`MasterConfig::validate`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MasterConfig {
+    /// UDP address for QUIC.
+    pub listen: SocketAddr,
+    /// Folder for the cluster CA, certificates and the registry.
+    pub state_dir: PathBuf,
+    /// Silence after which an agent is marked unreachable.
+    pub agent_timeout: Duration,
+    /// How often agents should heartbeat.
+    pub heartbeat_interval: Duration,
+    /// The largest frame a peer may send, in bytes.
+    pub max_frame: usize,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 5050).into(),
+            state_dir: PathBuf::from(".corral/master"),
+            agent_timeout: Duration::from_secs(15),
+            heartbeat_interval: Duration::from_secs(1),
+            max_frame: corral_wire::DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+impl MasterConfig {
+    /// Checks that the values make sense together.
+    ///
+    /// # Errors
+    /// A message naming the offending setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.heartbeat_interval.is_zero() {
+            return Err("heartbeat interval must be more than zero".into());
+        }
+        if self.agent_timeout <= self.heartbeat_interval {
+            return Err(format!(
+                "agent timeout ({} ms) must be longer than the heartbeat interval ({} ms)",
+                self.agent_timeout.as_millis(),
+                self.heartbeat_interval.as_millis()
+            ));
+        }
+        if self.max_frame < 1024 {
+            return Err("max frame must be at least 1024 bytes".into());
+        }
+        Ok(())
+    }
+}

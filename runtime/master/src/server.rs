@@ -1,0 +1,254 @@
+//! Accepting connections and dispatching their streams.
+//!
+//! Every stream starts with one message that says what it is for: `RegisterAgent` makes
+//! it an agent's control stream (handed to an [`AgentSession`]); `Request` makes it a
+//! client request answered with one `Response`; `Ping` makes it an echo stream (used by
+//! `corral bench wire`). A stream whose first frame is garbage, oversized, truncated or of
+//! another protocol version gets an error envelope and its connection is closed.
+
+use std::collections::BTreeMap;
+
+use actix::Addr;
+use corral_core::agents::Registration;
+use corral_transport::{FramedRecv, FramedSend, TransportError};
+use corral_wire::pb::{self, envelope::Body};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::agent_session::{body_name, AgentSession};
+use crate::registry_actor::{ListAgents, RegisterAgent, RegistryActor};
+use crate::MasterConfig;
+
+/// Accepts connections until the endpoint closes.
+pub async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    registry: Addr<RegistryActor>,
+    config: MasterConfig,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let registry = registry.clone();
+        let config = config.clone();
+        let remote = incoming.remote_address();
+        actix::spawn(
+            async move {
+                match incoming.await {
+                    Ok(conn) => serve_connection(conn, registry, config).await,
+                    Err(e) => tracing::info!(error = %e, "handshake failed"),
+                }
+            }
+            .instrument(tracing::info_span!("conn", %remote)),
+        );
+    }
+}
+
+async fn serve_connection(
+    conn: quinn::Connection,
+    registry: Addr<RegistryActor>,
+    config: MasterConfig,
+) {
+    loop {
+        let (send, recv) = match conn.accept_bi().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(reason = %e, "connection ended");
+                return;
+            }
+        };
+        let conn = conn.clone();
+        let registry = registry.clone();
+        let max_frame = config.max_frame;
+        let hb = config.heartbeat_interval;
+        actix::spawn(async move {
+            let mut send = FramedSend::new(send);
+            let mut recv = FramedRecv::new(recv, max_frame);
+            if let Err(e) = serve_stream(
+                &conn,
+                &mut send,
+                recv_first(&mut recv).await,
+                recv,
+                registry,
+                hb,
+            )
+            .await
+            {
+                reject(&conn, &mut send, &e).await;
+            }
+        });
+    }
+}
+
+async fn recv_first(recv: &mut FramedRecv) -> Result<Option<Body>, TransportError> {
+    recv.recv().await
+}
+
+/// Sends the peer the error it caused and closes its connection.
+async fn reject(conn: &quinn::Connection, send: &mut FramedSend, err: &TransportError) {
+    tracing::warn!(error = %err, "refusing peer");
+    let env = err
+        .to_envelope()
+        .unwrap_or_else(|| corral_wire::error_envelope("refused", err.to_string()));
+    let _ = send.send(&env).await;
+    send.finish();
+    // Let the error reach the peer before the close discards unsent stream data.
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        send.get_mut().stopped(),
+    )
+    .await;
+    conn.close(1u32.into(), err.to_string().as_bytes());
+}
+
+async fn serve_stream(
+    conn: &quinn::Connection,
+    send: &mut FramedSend,
+    first: Result<Option<Body>, TransportError>,
+    mut recv: FramedRecv,
+    registry: Addr<RegistryActor>,
+    heartbeat_interval: std::time::Duration,
+) -> Result<(), TransportError> {
+    let Some(first) = first? else {
+        return Ok(());
+    };
+    match first {
+        Body::RegisterAgent(reg) => {
+            let (tx, mut rx) = mpsc::unbounded_channel::<pb::Envelope>();
+            let registration = registration(&reg, conn.remote_address().to_string())?;
+            let (agent_id, session) = match registry
+                .send(RegisterAgent {
+                    registration,
+                    link: tx.clone(),
+                })
+                .await
+            {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    return Err(TransportError::Remote {
+                        code: "invalid_registration".into(),
+                        message: e.to_string(),
+                    })
+                }
+                Err(_) => {
+                    return Err(TransportError::Remote {
+                        code: "unavailable".into(),
+                        message: "the master is shutting down".into(),
+                    })
+                }
+            };
+            send.send_body(Body::AgentRegistered(pb::AgentRegistered {
+                agent_id: agent_id.clone(),
+                heartbeat_interval_ms: heartbeat_interval.as_millis() as u64,
+            }))
+            .await?;
+            AgentSession::start(agent_id, session, registry, tx, conn.clone(), recv);
+            // This task now writes everything the master sends the agent.
+            while let Some(env) = rx.recv().await {
+                send.send(&env).await?;
+            }
+            Ok(())
+        }
+        Body::Request(req) => {
+            let response = handle_request(req, &registry).await;
+            send.send_body(Body::Response(response)).await?;
+            send.finish();
+            Ok(())
+        }
+        Body::Ping(p) => {
+            let mut next = Some(Body::Ping(p));
+            while let Some(body) = next {
+                match body {
+                    Body::Ping(p) => {
+                        send.send_body(Body::Pong(pb::Pong {
+                            sequence: p.sequence,
+                            payload: p.payload,
+                        }))
+                        .await?
+                    }
+                    other => return Err(unexpected(&other)),
+                }
+                next = recv.recv().await?;
+            }
+            send.finish();
+            Ok(())
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn unexpected(body: &Body) -> TransportError {
+    TransportError::Remote {
+        code: "unexpected".into(),
+        message: format!("a stream cannot start with {}", body_name(body)),
+    }
+}
+
+fn registration(reg: &pb::RegisterAgent, address: String) -> Result<Registration, TransportError> {
+    let total = reg.total.as_ref().ok_or_else(|| TransportError::Remote {
+        code: "invalid_registration".into(),
+        message: "registration carries no resources".into(),
+    })?;
+    Ok(Registration {
+        id: (!reg.agent_id.is_empty()).then(|| reg.agent_id.clone()),
+        hostname: reg.hostname.clone(),
+        address,
+        total: total.into(),
+        attributes: reg
+            .attributes
+            .iter()
+            .map(|a| (a.key.clone(), a.value.clone()))
+            .collect::<BTreeMap<_, _>>(),
+    })
+}
+
+async fn handle_request(req: pb::Request, registry: &Addr<RegistryActor>) -> pb::Response {
+    use pb::request::Kind;
+    use pb::response::Kind as R;
+    let kind = match req.kind {
+        Some(Kind::ListAgents(_)) => match registry.send(ListAgents).await {
+            Ok(agents) => R::Agents(pb::AgentList {
+                agents: agents.iter().map(agent_info).collect(),
+            }),
+            Err(_) => R::Error(unavailable()),
+        },
+        Some(_) => R::Error(pb::Error {
+            code: "unsupported".into(),
+            message: "this master does not serve that request yet".into(),
+        }),
+        None => R::Error(pb::Error {
+            code: "unknown_request".into(),
+            message: "request of a kind this master does not know".into(),
+        }),
+    };
+    pb::Response { kind: Some(kind) }
+}
+
+fn unavailable() -> pb::Error {
+    pb::Error {
+        code: "unavailable".into(),
+        message: "the master is shutting down".into(),
+    }
+}
+
+/// The wire form of an agent's entry.
+pub fn agent_info(a: &corral_core::agents::AgentEntry) -> pb::AgentInfo {
+    pb::AgentInfo {
+        agent_id: a.id.clone(),
+        hostname: a.hostname.clone(),
+        address: a.address.clone(),
+        total: Some((&a.total).into()),
+        used: Some((&a.used).into()),
+        attributes: a
+            .attributes
+            .iter()
+            .map(|(k, v)| pb::Attribute {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect(),
+        state: match a.state {
+            corral_core::agents::AgentState::Active => pb::AgentState::AgentActive,
+            corral_core::agents::AgentState::Unreachable => pb::AgentState::AgentUnreachable,
+        } as i32,
+        last_seen_ms: a.last_seen_ms,
+        registered_at_ms: a.registered_at_ms,
+    }
+}

@@ -1,0 +1,104 @@
+//! QUIC endpoints for the master (server) and for agents and clients.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+
+use crate::pki::{root_store, MasterIdentity};
+use crate::TransportError;
+
+/// The name in the master's certificate that peers verify, whatever address they dial.
+pub const SERVER_NAME: &str = "corral-master";
+
+/// The application protocol negotiated on every connection.
+pub const ALPN: &[u8] = b"corral/1";
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(Duration::from_secs(2)));
+    // Idle connections die after 10 s without packets; keep-alives prevent that while the
+    // peer lives, so a dead peer is noticed quickly.
+    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(10)) {
+        t.max_idle_timeout(Some(idle));
+    }
+    t.max_concurrent_bidi_streams(1024u32.into());
+    Arc::new(t)
+}
+
+/// A server endpoint listening on `addr` with the master's identity.
+///
+/// # Errors
+/// [`TransportError`] when the TLS setup is refused or the address cannot be bound.
+pub fn server_endpoint(
+    addr: SocketAddr,
+    identity: MasterIdentity,
+) -> Result<quinn::Endpoint, TransportError> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TransportError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain, identity.key)
+        .map_err(|e| TransportError::Tls(e.to_string()))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| TransportError::Tls(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(transport_config());
+    quinn::Endpoint::server(config, addr).map_err(|source| TransportError::Bind { addr, source })
+}
+
+/// A client endpoint that trusts only the CA in `ca_path`.
+///
+/// # Errors
+/// [`TransportError`] when the CA file is unusable or no local socket can be bound.
+pub fn client_endpoint(ca_path: &Path) -> Result<quinn::Endpoint, TransportError> {
+    let roots = root_store(ca_path)?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TransportError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| TransportError::Tls(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(transport_config());
+    let bind: SocketAddr = ([0, 0, 0, 0], 0).into();
+    let mut endpoint = quinn::Endpoint::client(bind)
+        .map_err(|source| TransportError::Bind { addr: bind, source })?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}
+
+/// Connects to the master at `addr`, verifying its certificate against the endpoint's CA.
+///
+/// # Errors
+/// [`TransportError::Connect`] naming the address when the handshake fails or times out.
+pub async fn connect(
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<quinn::Connection, TransportError> {
+    let connecting = endpoint
+        .connect(addr, SERVER_NAME)
+        .map_err(|e| TransportError::Connect {
+            addr,
+            reason: e.to_string(),
+        })?;
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(TransportError::Connect {
+            addr,
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(TransportError::Connect {
+            addr,
+            reason: format!("no answer within {} ms", timeout.as_millis()),
+        }),
+    }
+}

@@ -1,0 +1,204 @@
+//! Starting and stopping real `corral` processes, and waiting for conditions.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `corral` binary under test.
+pub fn corral_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_corral")
+}
+
+/// A fresh temporary folder, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "corral-test-{tag}-{}-{:08x}",
+            std::process::id(),
+            rand_u32()
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish() as u32
+}
+
+/// A free UDP port on loopback.
+pub fn free_udp_addr() -> SocketAddr {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    s.local_addr().expect("local addr")
+}
+
+/// A child process killed (SIGKILL) when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(args: &[String], log: PathBuf) -> Self {
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(corral_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("start corral");
+        Self { child, log }
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A master process with its own state folder on a free port.
+pub struct Master {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+}
+
+impl Master {
+    pub fn start(extra: &[&str]) -> Self {
+        let dir = TempDir::new("master");
+        let addr = free_udp_addr();
+        let mut args: Vec<String> = vec![
+            "--log".into(),
+            "info".into(),
+            "master".into(),
+            "--listen".into(),
+            addr.to_string(),
+            "--state".into(),
+            dir.0.join("state").display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let proc = Proc::spawn(&args, dir.0.join("master.log"));
+        let master = Self { proc, addr, dir };
+        let ca = master.ca();
+        wait_for("the master's CA file", Duration::from_secs(10), || {
+            ca.exists()
+        });
+        master
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.0.join("state").join("ca.pem")
+    }
+
+    /// Starts an agent process joined to this master, keeping state in `state`.
+    pub fn agent(&self, state: &Path, extra: &[&str]) -> Proc {
+        let mut args: Vec<String> = vec![
+            "--log".into(),
+            "info".into(),
+            "agent".into(),
+            "--master".into(),
+            self.addr.to_string(),
+            "--ca".into(),
+            self.ca().display().to_string(),
+            "--state".into(),
+            state.display().to_string(),
+            "--cpus".into(),
+            "2".into(),
+            "--mem".into(),
+            "2048".into(),
+            "--backoff-max".into(),
+            "500ms".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        std::fs::create_dir_all(state).expect("agent state dir");
+        Proc::spawn(&args, state.join("agent.log"))
+    }
+
+    /// Runs a client command against this master and returns its output.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        full.extend([
+            "--master".into(),
+            self.addr.to_string(),
+            "--ca".into(),
+            self.ca().display().to_string(),
+        ]);
+        Command::new(corral_bin())
+            .args(&full)
+            .output()
+            .expect("run corral")
+    }
+
+    /// `corral agents --json`, parsed.
+    pub fn agents(&self) -> Vec<serde_json::Value> {
+        let out = self.cli(&["agents", "--json"]);
+        assert!(
+            out.status.success(),
+            "corral agents failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        match serde_json::from_slice(&out.stdout) {
+            Ok(serde_json::Value::Array(a)) => a,
+            other => panic!("corral agents --json printed no array: {other:?}"),
+        }
+    }
+
+    /// The state of the agent with this id, if the master knows it.
+    pub fn agent_state(&self, id: &str) -> Option<String> {
+        self.agents()
+            .into_iter()
+            .find(|a| a["id"] == id)
+            .and_then(|a| a["state"].as_str().map(str::to_owned))
+    }
+}
+
+/// Polls `cond` until it holds, panicking with `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return start.elapsed();
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The id an agent keeps in its state folder, once it has registered.
+pub fn agent_id(state: &Path) -> Option<String> {
+    std::fs::read_to_string(state.join("agent_id"))
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}

@@ -1,0 +1,9 @@
+//! Corral's end-to-end tests: real master and agent processes, real QUIC connections.
+//!
+//! One test binary (as wasmtime's `tests/all`), with a harness module that starts the
+//! `corral` binary Cargo built for this package.
+
+mod bad_input;
+mod cluster;
+mod harness;
+mod tls;
