@@ -5,6 +5,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The local image the tests run (made by `scripts/test`; no registry is used).
+pub const TEST_IMAGE: &str = "corral/busybox:test";
+
+/// Panics with a clear message unless the Docker engine answers and has the test image.
+pub fn require_docker() {
+    let ok = Command::new("docker")
+        .args(["image", "inspect", TEST_IMAGE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "the Docker engine does not answer or has no {TEST_IMAGE} image: run scripts/test, which builds it"
+    );
+}
+
 /// The `corral` binary under test.
 pub fn corral_bin() -> &'static str {
     env!("CARGO_BIN_EXE_corral")
@@ -90,6 +107,7 @@ pub struct Master {
     pub proc: Proc,
     pub addr: SocketAddr,
     pub dir: TempDir,
+    args: Vec<String>,
 }
 
 impl Master {
@@ -107,12 +125,36 @@ impl Master {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let proc = Proc::spawn(&args, dir.0.join("master.log"));
-        let master = Self { proc, addr, dir };
+        let master = Self {
+            proc,
+            addr,
+            dir,
+            args,
+        };
         let ca = master.ca();
         wait_for("the master's CA file", Duration::from_secs(10), || {
             ca.exists()
         });
         master
+    }
+
+    /// Starts the master process again on the same address and state folder.
+    pub fn restart(&mut self) {
+        self.proc.kill9();
+        self.proc = Proc::spawn(&self.args, self.dir.0.join("master-restarted.log"));
+        let addr = self.addr;
+        let ca = self.ca();
+        wait_for(
+            "the restarted master to answer",
+            Duration::from_secs(10),
+            || {
+                Command::new(corral_bin())
+                    .args(["agents", "--master", &addr.to_string(), "--ca"])
+                    .arg(&ca)
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            },
+        );
     }
 
     pub fn ca(&self) -> PathBuf {
@@ -146,12 +188,17 @@ impl Master {
     /// Runs a client command against this master and returns its output.
     pub fn cli(&self, args: &[&str]) -> Output {
         let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        full.extend([
-            "--master".into(),
-            self.addr.to_string(),
-            "--ca".into(),
-            self.ca().display().to_string(),
-        ]);
+        // The connection flags go before a `--` that starts a task's command.
+        let at = full.iter().position(|a| a == "--").unwrap_or(full.len());
+        full.splice(
+            at..at,
+            [
+                "--master".to_string(),
+                self.addr.to_string(),
+                "--ca".to_string(),
+                self.ca().display().to_string(),
+            ],
+        );
         Command::new(corral_bin())
             .args(&full)
             .output()
@@ -201,4 +248,44 @@ pub fn agent_id(state: &Path) -> Option<String> {
         .ok()
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
+}
+
+/// A tag unique to this test run, for task ids (container names derive from them).
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{:06x}",
+        std::process::id(),
+        rand_u32() & 0xff_ffff
+    )
+}
+
+/// Removes, when dropped, every container started by the agent keeping state in `dir`.
+pub struct ContainerCleanup(pub PathBuf);
+
+impl Drop for ContainerCleanup {
+    fn drop(&mut self) {
+        let Some(id) = agent_id(&self.0) else { return };
+        let Ok(out) = Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=corral.agent_id={id}"),
+            ])
+            .output()
+        else {
+            return;
+        };
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
 }

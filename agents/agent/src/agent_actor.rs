@@ -1,28 +1,60 @@
-//! The agent actor: owns the agent's id and what it registers.
+//! The agent actor: owns the agent's id, its tasks and the status updates the master has
+//! not acknowledged yet.
+//!
+//! Status updates are delivered at least once: each is checkpointed to the state folder
+//! before it is sent, resent with exponential backoff until the master acknowledges it,
+//! and resent in order whenever the agent registers again (after the master or the link
+//! was away).
 
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use corral_wire::pb;
+use corral_containerizer::Containerizer;
+use corral_wire::pb::{self, envelope::Body, TaskState};
+use prost::Message as _;
+use tokio::sync::mpsc;
 
 use crate::{AgentConfig, AgentError};
 
 const ID_FILE: &str = "agent_id";
+const CHECKPOINT_FILE: &str = "checkpoint.pb";
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+struct Pending {
+    status: pb::TaskStatus,
+    next_retry: Instant,
+    backoff: Duration,
+}
 
 /// The agent's state.
 pub struct AgentActor {
     agent_id: Option<String>,
-    id_path: PathBuf,
+    state_dir: PathBuf,
     config: AgentConfig,
+    containerizer: Arc<dyn Containerizer>,
+    statuses: Option<mpsc::Receiver<pb::TaskStatus>>,
+    tasks: BTreeMap<String, pb::TaskInfo>,
+    pending: VecDeque<Pending>,
+    link: Option<mpsc::UnboundedSender<pb::Envelope>>,
 }
 
 impl AgentActor {
-    /// Reads the agent's id (if it has registered before) from its state folder.
+    /// Reads the agent's id and checkpoint (if it ran before) from its state folder, and
+    /// recovers the tasks its containerizer still knows.
     ///
     /// # Errors
-    /// [`AgentError::State`] when the id file exists but cannot be read.
-    pub fn load(config: &AgentConfig) -> Result<Self, AgentError> {
-        let id_path = config.state_dir.join(ID_FILE);
+    /// [`AgentError::State`] when the state folder holds files that cannot be read.
+    pub async fn load(
+        config: &AgentConfig,
+        containerizer: Arc<dyn Containerizer>,
+        statuses: mpsc::Receiver<pb::TaskStatus>,
+    ) -> Result<Self, AgentError> {
+        let state_dir = config.state_dir.clone();
+        let id_path = state_dir.join(ID_FILE);
         let agent_id = match std::fs::read_to_string(&id_path) {
             Ok(s) => Some(s.trim().to_owned()).filter(|s| !s.is_empty()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -33,16 +65,213 @@ impl AgentActor {
                 })
             }
         };
-        Ok(Self {
+        let cp_path = state_dir.join(CHECKPOINT_FILE);
+        let checkpoint = match std::fs::read(&cp_path) {
+            Ok(bytes) => pb::AgentCheckpoint::decode(bytes.as_slice()).unwrap_or_else(|e| {
+                tracing::error!(path = %cp_path.display(), error = %e, "damaged checkpoint ignored");
+                pb::AgentCheckpoint::default()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => pb::AgentCheckpoint::default(),
+            Err(source) => {
+                return Err(AgentError::State {
+                    path: cp_path,
+                    source,
+                })
+            }
+        };
+        let now = Instant::now();
+        let mut actor = Self {
             agent_id,
-            id_path,
+            state_dir,
             config: config.clone(),
+            containerizer,
+            statuses: Some(statuses),
+            tasks: checkpoint
+                .tasks
+                .into_iter()
+                .filter_map(|t| t.spec.as_ref().map(|s| s.task_id.clone()).map(|id| (id, t)))
+                .collect(),
+            pending: checkpoint
+                .pending_updates
+                .into_iter()
+                .map(|status| Pending {
+                    status,
+                    next_retry: now,
+                    backoff: RETRY_FIRST,
+                })
+                .collect(),
+            link: None,
+        };
+        if let Some(id) = actor.agent_id.clone() {
+            match actor.containerizer.recover(&id).await {
+                Ok(found) => actor.recovered(found),
+                Err(e) => tracing::error!(error = %e, "cannot recover tasks"),
+            }
+        }
+        Ok(actor)
+    }
+
+    fn recovered(&mut self, found: Vec<corral_containerizer::RecoveredTask>) {
+        for r in found {
+            let id = r.status.task_id.clone();
+            let known_state = self
+                .tasks
+                .get(&id)
+                .and_then(|t| t.status.as_ref())
+                .map(|s| s.state);
+            let entry = self
+                .tasks
+                .entry(id.clone())
+                .or_insert_with(|| pb::TaskInfo {
+                    spec: r.spec.clone(),
+                    status: None,
+                });
+            if entry.spec.is_none() {
+                entry.spec = r.spec.clone();
+            }
+            let terminal = TaskState::try_from(r.status.state).is_ok_and(TaskState::is_terminal);
+            tracing::info!(task_id = %id, state = r.status.state, "recovered task");
+            // A task that ended while the agent was down is reported with its exit code.
+            if terminal && known_state != Some(r.status.state) {
+                self.record(r.status);
+            } else {
+                entry.status = Some(r.status);
+            }
+        }
+        self.checkpoint();
+    }
+
+    /// Records a status: the task's latest state, a pending update, the checkpoint; then
+    /// sends it if the master is connected.
+    fn record(&mut self, status: pb::TaskStatus) {
+        if let Some(task) = self.tasks.get_mut(&status.task_id) {
+            task.status = Some(status.clone());
+        }
+        self.pending.push_back(Pending {
+            status: status.clone(),
+            next_retry: Instant::now() + RETRY_FIRST,
+            backoff: RETRY_FIRST,
+        });
+        self.checkpoint();
+        self.send(Body::StatusUpdate(pb::StatusUpdate {
+            status: Some(status),
+        }));
+    }
+
+    fn send(&self, body: Body) {
+        if let Some(link) = &self.link {
+            let _ = link.send(corral_wire::envelope(body));
+        }
+    }
+
+    fn checkpoint(&self) {
+        let cp = pb::AgentCheckpoint {
+            tasks: self.tasks.values().cloned().collect(),
+            pending_updates: self.pending.iter().map(|p| p.status.clone()).collect(),
+        };
+        let path = self.state_dir.join(CHECKPOINT_FILE);
+        let tmp = path.with_extension("tmp");
+        let written =
+            std::fs::write(&tmp, cp.encode_to_vec()).and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::error!(path = %path.display(), error = %e, "cannot write checkpoint");
+        }
+    }
+
+    fn retry_due(&mut self) {
+        if self.link.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let mut resend = Vec::new();
+        for p in self.pending.iter_mut().filter(|p| p.next_retry <= now) {
+            p.next_retry = now + p.backoff;
+            p.backoff = (p.backoff * 2).min(RETRY_MAX);
+            resend.push(p.status.clone());
+        }
+        for status in resend {
+            tracing::debug!(task_id = %status.task_id, update_id = %status.update_id, "resending status update");
+            self.send(Body::StatusUpdate(pb::StatusUpdate {
+                status: Some(status),
+            }));
+        }
+    }
+
+    fn launch(&mut self, spec: pb::TaskSpec, ctx: &mut Context<Self>) {
+        let Some(agent_id) = self.agent_id.clone() else {
+            return;
+        };
+        let id = spec.task_id.clone();
+        if self.tasks.contains_key(&id) {
+            tracing::info!(task_id = %id, "launch of a known task ignored");
+            return;
+        }
+        self.tasks.insert(
+            id.clone(),
+            pb::TaskInfo {
+                spec: Some(spec.clone()),
+                status: None,
+            },
+        );
+        self.checkpoint();
+        let containerizer = self.containerizer.clone();
+        let framework_id = spec.framework_id.clone();
+        async move {
+            containerizer
+                .launch(spec, &agent_id)
+                .await
+                .map_err(|e| (e, agent_id))
+        }
+        .into_actor(self)
+        .map(move |res, act, _| {
+            if let Err((e, agent_id)) = res {
+                tracing::warn!(task_id = %id, error = %e, "launch refused");
+                let (state, reason) = match e {
+                    corral_containerizer::ContainerError::InvalidSpec(_) => {
+                        (TaskState::TaskError, pb::TaskReason::ReasonInvalidSpec)
+                    }
+                    _ => (TaskState::TaskFailed, pb::TaskReason::ReasonContainerError),
+                };
+                act.record(pb::TaskStatus {
+                    task_id: id.clone(),
+                    framework_id,
+                    agent_id,
+                    state: state as i32,
+                    reason: reason as i32,
+                    message: e.to_string(),
+                    timestamp_ms: crate::now_ms(),
+                    update_id: crate::new_update_id(),
+                    ..Default::default()
+                });
+            }
         })
+        .spawn(ctx);
     }
 }
 
 impl Actor for AgentActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(rx) = self.statuses.take() {
+            ctx.add_stream(futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|s| (ContainerStatus(s), rx))
+            }));
+        }
+        ctx.run_interval(Duration::from_millis(250), |act, _| act.retry_due());
+    }
+}
+
+/// A status from the containerizer.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ContainerStatus(pub pb::TaskStatus);
+
+impl StreamHandler<ContainerStatus> for AgentActor {
+    fn handle(&mut self, msg: ContainerStatus, _: &mut Self::Context) {
+        tracing::info!(task_id = %msg.0.task_id, state = TaskState::try_from(msg.0.state).map(|s| s.as_str_name()).unwrap_or("?"), "task status");
+        self.record(msg.0);
+    }
 }
 
 /// The registration to send the master now.
@@ -67,17 +296,19 @@ impl Handler<GetRegistration> for AgentActor {
                     value: v.clone(),
                 })
                 .collect(),
-            running_tasks: Vec::new(),
+            tasks: self.tasks.values().cloned().collect(),
         })
     }
 }
 
-/// The master accepted the registration under this id.
+/// The master accepted the registration under this id; `link` carries envelopes to it.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Registered {
     /// The id the master confirmed or assigned.
     pub agent_id: String,
+    /// Where to send the master envelopes for as long as this connection lives.
+    pub link: mpsc::UnboundedSender<pb::Envelope>,
 }
 
 impl Handler<Registered> for AgentActor {
@@ -85,16 +316,38 @@ impl Handler<Registered> for AgentActor {
 
     fn handle(&mut self, msg: Registered, _: &mut Self::Context) {
         if self.agent_id.as_deref() != Some(&msg.agent_id) {
+            let path = self.state_dir.join(ID_FILE);
             // Written to a temporary file and renamed, so a crash leaves the old id or the new.
-            let tmp = self.id_path.with_extension("tmp");
-            let written = std::fs::write(&tmp, &msg.agent_id)
-                .and_then(|()| std::fs::rename(&tmp, &self.id_path));
+            let tmp = path.with_extension("tmp");
+            let written =
+                std::fs::write(&tmp, &msg.agent_id).and_then(|()| std::fs::rename(&tmp, &path));
             if let Err(e) = written {
-                tracing::error!(path = %self.id_path.display(), error = %e, "cannot keep the agent id");
+                tracing::error!(path = %path.display(), error = %e, "cannot keep the agent id");
             }
         }
-        tracing::info!(agent_id = %msg.agent_id, "registered with the master");
+        tracing::info!(agent_id = %msg.agent_id, pending = self.pending.len(), "registered with the master");
         self.agent_id = Some(msg.agent_id);
+        self.link = Some(msg.link);
+        // Everything not yet acknowledged goes again, in order.
+        let now = Instant::now();
+        for p in self.pending.iter_mut() {
+            p.next_retry = now;
+            p.backoff = RETRY_FIRST;
+        }
+        self.retry_due();
+    }
+}
+
+/// The connection to the master is gone.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LinkDown;
+
+impl Handler<LinkDown> for AgentActor {
+    type Result = ();
+
+    fn handle(&mut self, _: LinkDown, _: &mut Self::Context) {
+        self.link = None;
     }
 }
 
@@ -111,15 +364,65 @@ impl Handler<GetAgentId> for AgentActor {
     }
 }
 
+/// The containerizer, for work that streams (logs) outside the actor.
+#[derive(Message)]
+#[rtype(result = "Arc<dyn Containerizer>")]
+pub struct GetContainerizer;
+
+impl Handler<GetContainerizer> for AgentActor {
+    type Result = MessageResult<GetContainerizer>;
+
+    fn handle(&mut self, _: GetContainerizer, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.containerizer.clone())
+    }
+}
+
 /// A message from the master for the agent to act on.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct FromMaster(pub pb::envelope::Body);
+pub struct FromMaster(pub Body);
 
 impl Handler<FromMaster> for AgentActor {
     type Result = ();
 
-    fn handle(&mut self, msg: FromMaster, _: &mut Self::Context) {
-        tracing::debug!(message = ?msg.0, "message from master");
+    fn handle(&mut self, msg: FromMaster, ctx: &mut Self::Context) {
+        match msg.0 {
+            Body::LaunchTask(l) => match l.spec {
+                Some(spec) => self.launch(spec, ctx),
+                None => tracing::warn!("launch without a spec ignored"),
+            },
+            Body::KillTask(k) => {
+                let containerizer = self.containerizer.clone();
+                let grace =
+                    (k.grace_period_ms > 0).then(|| Duration::from_millis(k.grace_period_ms));
+                let task_id = k.task_id;
+                ctx.spawn(
+                    async move {
+                        if let Err(e) = containerizer.kill(&task_id, grace).await {
+                            tracing::warn!(task_id = %task_id, error = %e, "kill failed");
+                        }
+                    }
+                    .into_actor(self),
+                );
+            }
+            Body::StatusUpdateAck(ack) => {
+                let before = self.pending.len();
+                self.pending.retain(|p| p.status.update_id != ack.update_id);
+                if self.pending.len() != before {
+                    // A task whose terminal update is acknowledged is done with.
+                    let done = self.tasks.get(&ack.task_id).is_some_and(|t| {
+                        t.status.as_ref().is_some_and(|s| {
+                            s.update_id == ack.update_id
+                                && TaskState::try_from(s.state).is_ok_and(TaskState::is_terminal)
+                        })
+                    });
+                    if done {
+                        self.tasks.remove(&ack.task_id);
+                    }
+                    self.checkpoint();
+                }
+            }
+            other => tracing::debug!(message = ?other, "message from master ignored"),
+        }
     }
 }

@@ -28,6 +28,17 @@ pub struct AgentConfig {
     pub backoff_max: Duration,
     /// The largest frame the master may send.
     pub max_frame: usize,
+    /// What runs the tasks.
+    pub containerizer: ContainerizerKind,
+}
+
+/// What runs an agent's tasks.
+#[derive(Debug, Clone)]
+pub enum ContainerizerKind {
+    /// Docker containers, through the engine's API.
+    Docker,
+    /// No containers: each task "runs" as configured, for scale tests.
+    Simulated(corral_containerizer::SimulatedConfig),
 }
 
 impl AgentConfig {

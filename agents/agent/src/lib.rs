@@ -11,9 +11,14 @@ pub mod config;
 pub mod host;
 pub mod link;
 
-use actix::{Actor, Addr};
+use std::sync::Arc;
 
-pub use config::AgentConfig;
+use actix::{Actor, Addr};
+use corral_containerizer::{
+    Containerizer, DockerConfig, DockerContainerizer, SimulatedContainerizer,
+};
+
+pub use config::{AgentConfig, ContainerizerKind};
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +35,9 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// The Docker engine does not answer.
+    #[error("cannot use the Docker engine (is it running? is DOCKER_HOST right?)")]
+    Docker(#[source] corral_containerizer::ContainerError),
     /// The CA file is unusable.
     #[error(transparent)]
     Transport(#[from] corral_transport::TransportError),
@@ -42,20 +50,57 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts the agent actor and its link to the master.
+    /// Connects the containerizer, recovers the agent's tasks, and starts the agent actor
+    /// and its link to the master.
     ///
     /// # Errors
-    /// [`AgentError`] when the configuration or state folder is unusable.
-    pub fn start(config: AgentConfig) -> Result<Self, AgentError> {
+    /// [`AgentError`] when the configuration or state folder is unusable, or the Docker
+    /// engine does not answer.
+    pub async fn start(config: AgentConfig) -> Result<Self, AgentError> {
         config.validate().map_err(AgentError::Config)?;
         std::fs::create_dir_all(&config.state_dir).map_err(|source| AgentError::State {
             path: config.state_dir.clone(),
             source,
         })?;
         let endpoint = corral_transport::client_endpoint(&config.ca)?;
-        let state = agent_actor::AgentActor::load(&config)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let containerizer: Arc<dyn Containerizer> = match &config.containerizer {
+            ContainerizerKind::Docker => {
+                let docker_config = DockerConfig {
+                    port_range: config
+                        .resources
+                        .ports
+                        .iter()
+                        .map(|&(begin, end)| corral_wire::pb::PortRange { begin, end })
+                        .collect(),
+                    ..Default::default()
+                };
+                Arc::new(
+                    DockerContainerizer::connect(docker_config, tx)
+                        .await
+                        .map_err(AgentError::Docker)?,
+                )
+            }
+            ContainerizerKind::Simulated(sim) => {
+                Arc::new(SimulatedContainerizer::new(sim.clone(), tx))
+            }
+        };
+        let state = agent_actor::AgentActor::load(&config, containerizer, rx).await?;
         let actor = state.start();
         actix::spawn(link::run(endpoint, actor.clone(), config));
         Ok(Self { actor })
     }
+}
+
+/// Milliseconds since the Unix epoch, by the system clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A fresh id for a status update.
+pub fn new_update_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }

@@ -4,11 +4,15 @@
 use std::time::Duration;
 
 use actix::Addr;
-use corral_transport::{open_stream, TransportError};
+use corral_transport::{open_stream, FramedRecv, FramedSend, TransportError};
 use corral_wire::pb::{self, envelope::Body};
 use rand::Rng;
 
-use crate::agent_actor::{AgentActor, FromMaster, GetRegistration, Registered};
+use tokio::sync::mpsc;
+
+use crate::agent_actor::{
+    AgentActor, FromMaster, GetContainerizer, GetRegistration, LinkDown, Registered,
+};
 use crate::AgentConfig;
 
 /// Exponential backoff with jitter: each delay is drawn from the upper half of the
@@ -81,9 +85,11 @@ async fn session(
         }
         None => return Ok(()),
     };
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel();
     actor
         .send(Registered {
             agent_id: agent_id.clone(),
+            link: out_tx,
         })
         .await
         .map_err(gone)?;
@@ -92,19 +98,109 @@ async fn session(
     let mut ticker = tokio::time::interval(Duration::from_millis(interval));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sequence = 0u64;
-    loop {
+    let result = loop {
         tokio::select! {
             _ = ticker.tick() => {
                 sequence += 1;
-                send.send_body(Body::Heartbeat(pb::Heartbeat { agent_id: agent_id.clone(), sequence })).await?;
+                if let Err(e) = send.send_body(Body::Heartbeat(pb::Heartbeat { agent_id: agent_id.clone(), sequence })).await {
+                    break Err(e);
+                }
             }
-            msg = recv.recv() => match msg? {
-                None => return Ok(()),
-                Some(Body::HeartbeatAck(_)) => {}
-                Some(body) => actor.do_send(FromMaster(body)),
+            Some(env) = out_rx.recv() => {
+                if let Err(e) = send.send(&env).await {
+                    break Err(e);
+                }
             }
+            msg = recv.recv() => match msg {
+                Err(e) => break Err(e),
+                Ok(None) => break Ok(()),
+                Ok(Some(Body::HeartbeatAck(_))) => {}
+                Ok(Some(body)) => actor.do_send(FromMaster(body)),
+            },
+            stream = conn.accept_bi() => match stream {
+                Ok((s, r)) => {
+                    let actor = actor.clone();
+                    let max_frame = config.max_frame;
+                    actix::spawn(async move {
+                        let mut s = FramedSend::new(s);
+                        let r = FramedRecv::new(r, max_frame);
+                        if let Err(e) = serve_master_request(&actor, &mut s, r).await {
+                            tracing::debug!(error = %e, "master request failed");
+                        }
+                    });
+                }
+                Err(e) => break Err(e.into()),
+            },
+        }
+    };
+    actor.do_send(LinkDown);
+    result
+}
+
+/// Answers a request the master opened a stream for: today, a task's logs.
+async fn serve_master_request(
+    actor: &Addr<AgentActor>,
+    send: &mut FramedSend,
+    mut recv: FramedRecv,
+) -> Result<(), TransportError> {
+    use futures::StreamExt;
+    use pb::response::Kind as R;
+    let reply = |kind| Body::Response(pb::Response { kind: Some(kind) });
+    let Some(Body::Request(pb::Request {
+        kind: Some(pb::request::Kind::TaskLogs(req)),
+    })) = recv.recv().await?
+    else {
+        send.send_body(reply(R::Error(pb::Error {
+            code: "unsupported".into(),
+            message: "agents answer only log requests".into(),
+        })))
+        .await?;
+        send.finish();
+        return Ok(());
+    };
+    let containerizer = actor.send(GetContainerizer).await.map_err(gone)?;
+    let options = corral_containerizer::LogOptions {
+        follow: req.follow,
+        stderr: req.stderr,
+    };
+    match containerizer.logs(&req.task_id, options).await {
+        Err(e) => {
+            send.send_body(reply(R::Error(pb::Error {
+                code: "not_found".into(),
+                message: e.to_string(),
+            })))
+            .await?;
+        }
+        Ok(mut stream) => {
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(data) => {
+                        send.send_body(reply(R::LogChunk(pb::LogChunk {
+                            data: data.to_vec(),
+                            eof: false,
+                        })))
+                        .await?
+                    }
+                    Err(e) => {
+                        send.send_body(reply(R::Error(pb::Error {
+                            code: "logs".into(),
+                            message: e.to_string(),
+                        })))
+                        .await?;
+                        send.finish();
+                        return Ok(());
+                    }
+                }
+            }
+            send.send_body(reply(R::LogChunk(pb::LogChunk {
+                data: Vec::new(),
+                eof: true,
+            })))
+            .await?;
         }
     }
+    send.finish();
+    Ok(())
 }
 
 fn gone(_: actix::MailboxError) -> TransportError {

@@ -49,3 +49,48 @@ pub fn list_agents(opts: &ClientOpts) -> anyhow::Result<Vec<pb::AgentInfo>> {
         other => Err(anyhow!("unexpected answer from the master: {other:?}")),
     }
 }
+
+/// Sends one request and hands every answer on the stream to `each` until it returns
+/// `Ok(false)` or the stream ends.
+pub fn stream(
+    opts: &ClientOpts,
+    kind: Kind,
+    mut each: impl FnMut(Body) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let ca = opts.ca_path();
+        let endpoint = corral_transport::client_endpoint(&ca).with_context(|| {
+            format!(
+                "cannot use the cluster CA {} (pass --ca with the master's ca.pem)",
+                ca.display()
+            )
+        })?;
+        let conn =
+            corral_transport::connect(&endpoint, opts.master, Duration::from_secs(3)).await?;
+        let (mut send, mut recv) = open_stream(&conn, corral_wire::DEFAULT_MAX_FRAME).await?;
+        send.send_body(Body::Request(pb::Request { kind: Some(kind) }))
+            .await?;
+        send.finish();
+        let result = loop {
+            match recv.recv_envelope().await {
+                Ok(Some(env)) => match corral_wire::check_version(env) {
+                    Ok(body) => match each(body) {
+                        Ok(true) => continue,
+                        Ok(false) => break Ok(()),
+                        Err(e) => break Err(e),
+                    },
+                    Err(e) => break Err(e.into()),
+                },
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e.into()),
+            }
+        };
+        conn.close(0u32.into(), b"done");
+        endpoint.wait_idle().await;
+        result
+    })
+}

@@ -8,6 +8,7 @@ mod bench;
 mod client;
 mod opts;
 mod table;
+mod task;
 
 use clap::Parser;
 

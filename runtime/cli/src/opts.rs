@@ -21,7 +21,7 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-fn usage(msg: impl Into<String>) -> anyhow::Error {
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
 }
 
@@ -62,6 +62,11 @@ pub enum Command {
     Up(UpOpts),
     /// List the agents a master knows.
     Agents(ClientOpts),
+    /// Run, list, kill and read the logs of tasks.
+    Task {
+        #[command(subcommand)]
+        cmd: crate::task::TaskCmd,
+    },
     /// Print benchmark figures.
     Bench {
         #[command(subcommand)]
@@ -141,6 +146,18 @@ pub struct AgentOpts {
     /// Longest delay between reconnect attempts.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub backoff_max: Duration,
+    /// What runs tasks: Docker containers, or simulated ones (for scale tests).
+    #[arg(long, value_enum, default_value_t = ContainerizerOpt::Docker)]
+    pub containerizer: ContainerizerOpt,
+    /// With the simulated containerizer: how long each task runs.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub sim_run_time: Duration,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ContainerizerOpt {
+    Docker,
+    Simulated,
 }
 
 #[derive(Debug, Args)]
@@ -280,6 +297,15 @@ fn agent_config(o: &AgentOpts) -> corral_agent::AgentConfig {
         backoff_initial: Duration::from_millis(100),
         backoff_max: o.backoff_max,
         max_frame: corral_wire::DEFAULT_MAX_FRAME,
+        containerizer: match o.containerizer {
+            ContainerizerOpt::Docker => corral_agent::ContainerizerKind::Docker,
+            ContainerizerOpt::Simulated => {
+                corral_agent::ContainerizerKind::Simulated(corral_containerizer::SimulatedConfig {
+                    run_time: o.sim_run_time,
+                    ..Default::default()
+                })
+            }
+        },
     }
 }
 
@@ -310,7 +336,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let config = agent_config(&o);
             config.validate().map_err(usage)?;
             actix::System::new().block_on(async move {
-                let _agent = corral_agent::Agent::start(config)?;
+                let _agent = corral_agent::Agent::start(config).await?;
                 ctrl_c().await
             })
         }
@@ -334,10 +360,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     attributes: Vec::new(),
                     hostname: None,
                     backoff_max: Duration::from_secs(5),
+                    containerizer: ContainerizerOpt::Docker,
+                    sim_run_time: Duration::from_secs(1),
                 };
                 let config = agent_config(&agent_opts);
                 config.validate().map_err(usage)?;
-                let _agent = corral_agent::Agent::start(config)?;
+                let _agent = corral_agent::Agent::start(config).await?;
                 println!(
                     "corral is up: master on {}, one agent; state in {}",
                     m.local_addr,
@@ -362,6 +390,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Task { cmd } => crate::task::run(cmd),
         Command::Bench { which } => match which {
             BenchCmd::Wire(o) => crate::bench::wire(&o),
         },

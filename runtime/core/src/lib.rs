@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod drf;
 pub mod resources;
+pub mod tasks;
 pub mod view;
 
 pub use resources::Resources;

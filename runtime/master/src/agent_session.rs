@@ -5,7 +5,7 @@ use corral_transport::{FramedRecv, TransportError};
 use corral_wire::pb::{self, envelope::Body};
 use tokio::sync::mpsc;
 
-use crate::registry_actor::{Heartbeat, RegistryActor, SessionClosed};
+use crate::registry_actor::{Heartbeat, RegistryActor, SessionClosed, StatusFromAgent};
 
 /// A registered agent's control stream.
 pub struct AgentSession {
@@ -101,6 +101,33 @@ impl StreamHandler<Result<Body, TransportError>> for AgentSession {
                             ctx.stop();
                         }
                         Err(_) => ctx.stop(),
+                    })
+                    .wait(ctx);
+            }
+            Body::StatusUpdate(u) => {
+                let Some(status) = u.status else {
+                    let _ = self.out.send(corral_wire::error_envelope(
+                        "malformed",
+                        "status update without a status",
+                    ));
+                    return;
+                };
+                let out = self.out.clone();
+                let ack = pb::StatusUpdateAck {
+                    task_id: status.task_id.clone(),
+                    update_id: status.update_id.clone(),
+                };
+                // Acknowledged only once the registry has applied it.
+                self.registry
+                    .send(StatusFromAgent {
+                        agent_id: self.agent_id.clone(),
+                        status,
+                    })
+                    .into_actor(self)
+                    .map(move |res, _, _| {
+                        if res.is_ok() {
+                            let _ = out.send(corral_wire::envelope(Body::StatusUpdateAck(ack)));
+                        }
                     })
                     .wait(ctx);
             }

@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::agent_session::{body_name, AgentSession};
-use crate::registry_actor::{ListAgents, RegisterAgent, RegistryActor};
+use crate::registry_actor::{
+    KillTask, ListAgents, ListTasks, RegisterAgent, RegistryActor, RunTask, TaskAgentConnection,
+};
 use crate::MasterConfig;
 
 /// Accepts connections until the endpoint closes.
@@ -117,6 +119,8 @@ async fn serve_stream(
                 .send(RegisterAgent {
                     registration,
                     link: tx.clone(),
+                    conn: Some(conn.clone()),
+                    tasks: reg.tasks.clone(),
                 })
                 .await
             {
@@ -146,6 +150,9 @@ async fn serve_stream(
             }
             Ok(())
         }
+        Body::Request(pb::Request {
+            kind: Some(pb::request::Kind::TaskLogs(req)),
+        }) => relay_logs(req, &registry, send).await,
         Body::Request(req) => {
             let response = handle_request(req, &registry).await;
             send.send_body(Body::Response(response)).await?;
@@ -209,9 +216,42 @@ async fn handle_request(req: pb::Request, registry: &Addr<RegistryActor>) -> pb:
             }),
             Err(_) => R::Error(unavailable()),
         },
-        Some(_) => R::Error(pb::Error {
-            code: "unsupported".into(),
-            message: "this master does not serve that request yet".into(),
+        Some(Kind::RunTask(r)) => match r.spec {
+            None => R::Error(pb::Error {
+                code: "invalid_spec".into(),
+                message: "run request without a task spec".into(),
+            }),
+            Some(spec) => match registry.send(RunTask { spec }).await {
+                Ok(Ok((task_id, agent_id))) => {
+                    R::TaskLaunched(pb::TaskLaunched { task_id, agent_id })
+                }
+                Ok(Err(e)) => R::Error(pb::Error {
+                    code: e.code.into(),
+                    message: e.message,
+                }),
+                Err(_) => R::Error(unavailable()),
+            },
+        },
+        Some(Kind::ListTasks(l)) => match registry
+            .send(ListTasks {
+                framework_id: l.framework_id,
+            })
+            .await
+        {
+            Ok(tasks) => R::Tasks(pb::TaskList { tasks }),
+            Err(_) => R::Error(unavailable()),
+        },
+        Some(Kind::KillTask(k)) => match registry.send(KillTask { task_id: k.task_id }).await {
+            Ok(Ok(())) => R::Ok(pb::Ok {}),
+            Ok(Err(e)) => R::Error(pb::Error {
+                code: e.code.into(),
+                message: e.message,
+            }),
+            Err(_) => R::Error(unavailable()),
+        },
+        Some(Kind::TaskLogs(_)) => R::Error(pb::Error {
+            code: "unexpected".into(),
+            message: "log requests are streamed".into(),
         }),
         None => R::Error(pb::Error {
             code: "unknown_request".into(),
@@ -251,4 +291,82 @@ pub fn agent_info(a: &corral_core::agents::AgentEntry) -> pb::AgentInfo {
         last_seen_ms: a.last_seen_ms,
         registered_at_ms: a.registered_at_ms,
     }
+}
+
+/// Streams a task's logs from its agent to the client, chunk by chunk.
+async fn relay_logs(
+    req: pb::TaskLogs,
+    registry: &Addr<RegistryActor>,
+    send: &mut FramedSend,
+) -> Result<(), TransportError> {
+    use pb::response::Kind as R;
+    let error = |code: &str, message: String| {
+        Body::Response(pb::Response {
+            kind: Some(R::Error(pb::Error {
+                code: code.into(),
+                message,
+            })),
+        })
+    };
+    let conn = match registry
+        .send(TaskAgentConnection {
+            task_id: req.task_id.clone(),
+        })
+        .await
+    {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            send.send_body(error(e.code, e.message)).await?;
+            send.finish();
+            return Ok(());
+        }
+        Err(_) => {
+            send.send_body(error("unavailable", "the master is shutting down".into()))
+                .await?;
+            send.finish();
+            return Ok(());
+        }
+    };
+    let (mut agent_send, mut agent_recv) =
+        match corral_transport::open_stream(&conn, corral_wire::DEFAULT_MAX_FRAME).await {
+            Ok(s) => s,
+            Err(e) => {
+                send.send_body(error(
+                    "agent_unavailable",
+                    format!("cannot reach the task's agent: {e}"),
+                ))
+                .await?;
+                send.finish();
+                return Ok(());
+            }
+        };
+    agent_send
+        .send_body(Body::Request(pb::Request {
+            kind: Some(pb::request::Kind::TaskLogs(req)),
+        }))
+        .await?;
+    agent_send.finish();
+    loop {
+        match agent_recv.recv().await {
+            Ok(Some(Body::Response(r))) => {
+                let end = matches!(&r.kind, Some(R::LogChunk(c)) if c.eof)
+                    || matches!(&r.kind, Some(R::Error(_)));
+                send.send_body(Body::Response(r)).await?;
+                if end {
+                    break;
+                }
+            }
+            Ok(_) => break,
+            Err(e) => {
+                send.send_body(error(
+                    "agent_unavailable",
+                    format!("the agent's log stream failed: {e}"),
+                ))
+                .await?;
+                break;
+            }
+        }
+    }
+    send.finish();
+    Ok(())
 }
