@@ -124,6 +124,7 @@ impl Master {
             dir.0.join("state").display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
+        no_default_http(&mut args);
         let proc = Proc::spawn(&args, dir.0.join("master.log"));
         let master = Self {
             proc,
@@ -181,6 +182,7 @@ impl Master {
             "500ms".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
+        no_default_http(&mut args);
         std::fs::create_dir_all(state).expect("agent state dir");
         Proc::spawn(&args, state.join("agent.log"))
     }
@@ -226,6 +228,20 @@ impl Master {
             .find(|a| a["id"] == id)
             .and_then(|a| a["state"].as_str().map(str::to_owned))
     }
+}
+
+/// Tests run side by side: unless a test names an HTTP address, the process serves HTTP
+/// on a port of the system's choosing rather than the shared default.
+fn no_default_http(args: &mut Vec<String>) {
+    if !args.iter().any(|a| a == "--http") {
+        args.extend(["--http".to_string(), "127.0.0.1:0".to_string()]);
+    }
+}
+
+/// A free TCP port on loopback.
+pub fn free_tcp_addr() -> SocketAddr {
+    let s = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+    s.local_addr().expect("local addr")
 }
 
 /// Polls `cond` until it holds, panicking with `what` after `timeout`.

@@ -6,5 +6,7 @@
 mod bad_input;
 mod cluster;
 mod harness;
+mod http;
+mod policy;
 mod tasks;
 mod tls;

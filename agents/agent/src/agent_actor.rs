@@ -214,6 +214,7 @@ impl AgentActor {
             },
         );
         self.checkpoint();
+        crate::http::METRICS.launch_started(&id);
         let containerizer = self.containerizer.clone();
         let framework_id = spec.framework_id.clone();
         async move {
@@ -269,6 +270,7 @@ pub struct ContainerStatus(pub pb::TaskStatus);
 
 impl StreamHandler<ContainerStatus> for AgentActor {
     fn handle(&mut self, msg: ContainerStatus, _: &mut Self::Context) {
+        crate::http::METRICS.status(&msg.0);
         tracing::info!(task_id = %msg.0.task_id, state = TaskState::try_from(msg.0.state).map(|s| s.as_str_name()).unwrap_or("?"), "task status");
         self.record(msg.0);
     }
@@ -424,5 +426,18 @@ impl Handler<FromMaster> for AgentActor {
             }
             other => tracing::debug!(message = ?other, "message from master ignored"),
         }
+    }
+}
+
+/// The tasks the agent holds now (for `/metrics`).
+#[derive(Message)]
+#[rtype(result = "Vec<pb::TaskInfo>")]
+pub struct ListAgentTasks;
+
+impl Handler<ListAgentTasks> for AgentActor {
+    type Result = MessageResult<ListAgentTasks>;
+
+    fn handle(&mut self, _: ListAgentTasks, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.tasks.values().cloned().collect())
     }
 }

@@ -30,6 +30,8 @@ pub struct AgentConfig {
     pub max_frame: usize,
     /// What runs the tasks.
     pub containerizer: ContainerizerKind,
+    /// TCP address for `/metrics` and `/health`; `None` serves no HTTP.
+    pub http: Option<SocketAddr>,
 }
 
 /// What runs an agent's tasks.

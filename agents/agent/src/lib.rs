@@ -9,6 +9,7 @@
 pub mod agent_actor;
 pub mod config;
 pub mod host;
+pub mod http;
 pub mod link;
 
 use std::sync::Arc;
@@ -41,6 +42,9 @@ pub enum AgentError {
     /// The CA file is unusable.
     #[error(transparent)]
     Transport(#[from] corral_transport::TransportError),
+    /// The HTTP address cannot be bound.
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
 }
 
 /// A running agent.
@@ -87,6 +91,9 @@ impl Agent {
         };
         let state = agent_actor::AgentActor::load(&config, containerizer, rx).await?;
         let actor = state.start();
+        if let Some(addr) = config.http {
+            http::start(addr, actor.clone())?;
+        }
         actix::spawn(link::run(endpoint, actor.clone(), config));
         Ok(Self { actor })
     }

@@ -47,7 +47,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Waits for `task_id` to be RUNNING; panics on a terminal state or after a minute.
+/// Waits for all of `task_ids` to be RUNNING; panics if one ends first, or after 2 minutes.
 async fn until_running(rx: &mut mpsc::Receiver<TaskStatus>, task_ids: &mut Vec<String>) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while !task_ids.is_empty() {
@@ -59,7 +59,10 @@ async fn until_running(rx: &mut mpsc::Receiver<TaskStatus>, task_ids: &mut Vec<S
         let state = TaskState::try_from(status.state).unwrap_or(TaskState::Unspecified);
         match state {
             TaskState::TaskRunning => task_ids.retain(|id| *id != status.task_id),
-            TaskState::TaskFailed | TaskState::TaskKilled | TaskState::TaskFinished => {
+            // Tasks of an earlier round end when the cleanup removes them: not a failure.
+            TaskState::TaskFailed | TaskState::TaskKilled | TaskState::TaskFinished
+                if task_ids.contains(&status.task_id) =>
+            {
                 panic!(
                     "task {} ended {state:?}: {}",
                     status.task_id, status.message

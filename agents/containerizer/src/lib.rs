@@ -118,6 +118,10 @@ pub const LABEL_SPEC: &str = "corral.spec";
 /// Kill grace period used when neither the kill nor the spec gives one.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(3);
 
+/// Image pulls started by this process's Docker containerizers (read by the agent's
+/// `/metrics`).
+pub static IMAGE_PULLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A stream of a task's output, chunk by chunk.
 pub type LogStream = Pin<Box<dyn Stream<Item = Result<Bytes, ContainerError>> + Send>>;
 

@@ -46,6 +46,8 @@ impl MasterProcess {
                 "--log",
                 "warn",
                 "master",
+                "--http",
+                "off",
                 "--listen",
                 &addr.to_string(),
                 "--state",

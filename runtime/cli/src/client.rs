@@ -55,6 +55,16 @@ pub fn list_agents(opts: &ClientOpts) -> anyhow::Result<Vec<pb::AgentInfo>> {
 pub fn stream(
     opts: &ClientOpts,
     kind: Kind,
+    each: impl FnMut(Body) -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    stream_many(opts, vec![kind], each)
+}
+
+/// Sends several requests on one stream, then hands every answer to `each` until it
+/// returns `Ok(false)` or the stream ends.
+pub fn stream_many(
+    opts: &ClientOpts,
+    kinds: Vec<Kind>,
     mut each: impl FnMut(Body) -> anyhow::Result<bool>,
 ) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -72,8 +82,10 @@ pub fn stream(
         let conn =
             corral_transport::connect(&endpoint, opts.master, Duration::from_secs(3)).await?;
         let (mut send, mut recv) = open_stream(&conn, corral_wire::DEFAULT_MAX_FRAME).await?;
-        send.send_body(Body::Request(pb::Request { kind: Some(kind) }))
-            .await?;
+        for kind in kinds {
+            send.send_body(Body::Request(pb::Request { kind: Some(kind) }))
+                .await?;
+        }
         send.finish();
         let result = loop {
             match recv.recv_envelope().await {

@@ -7,6 +7,7 @@
 mod bench;
 mod client;
 mod opts;
+mod policy;
 mod table;
 mod task;
 

@@ -62,6 +62,11 @@ pub enum Command {
     Up(UpOpts),
     /// List the agents a master knows.
     Agents(ClientOpts),
+    /// List and swap policies.
+    Policy {
+        #[command(subcommand)]
+        cmd: crate::policy::PolicyCmd,
+    },
     /// Run, list, kill and read the logs of tasks.
     Task {
         #[command(subcommand)]
@@ -112,6 +117,15 @@ pub struct MasterOpts {
     /// Largest frame a peer may send, in bytes.
     #[arg(long, default_value_t = corral_wire::DEFAULT_MAX_FRAME)]
     pub max_frame: usize,
+    /// TCP address for the HTTP API, /metrics and the web UI, or `off`.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5051", value_parser = parse_http)]
+    pub http: HttpListen,
+    /// Time between allocation cycles.
+    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    pub allocation_interval: Duration,
+    /// The allocator component to start with (default: the built-in weighted DRF).
+    #[arg(long)]
+    pub allocator: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -152,6 +166,22 @@ pub struct AgentOpts {
     /// With the simulated containerizer: how long each task runs.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub sim_run_time: Duration,
+    /// TCP address for /metrics and /health, or `off`.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5052", value_parser = parse_http)]
+    pub http: HttpListen,
+}
+
+/// Where to serve HTTP: an address, or nowhere (`off`).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpListen(pub Option<SocketAddr>);
+
+fn parse_http(text: &str) -> Result<HttpListen, String> {
+    if text == "off" {
+        return Ok(HttpListen(None));
+    }
+    text.parse()
+        .map(|a| HttpListen(Some(a)))
+        .map_err(|_| format!("{text:?} is not an address like 127.0.0.1:5051 (or off)"))
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -263,6 +293,9 @@ fn master_config(o: &MasterOpts) -> corral_master::MasterConfig {
         agent_timeout: o.agent_timeout,
         heartbeat_interval: o.heartbeat_interval,
         max_frame: o.max_frame,
+        http: o.http.0,
+        allocation_interval: o.allocation_interval,
+        allocator: o.allocator.clone(),
     }
 }
 
@@ -297,6 +330,7 @@ fn agent_config(o: &AgentOpts) -> corral_agent::AgentConfig {
         backoff_initial: Duration::from_millis(100),
         backoff_max: o.backoff_max,
         max_frame: corral_wire::DEFAULT_MAX_FRAME,
+        http: o.http.0,
         containerizer: match o.containerizer {
             ContainerizerOpt::Docker => corral_agent::ContainerizerKind::Docker,
             ContainerizerOpt::Simulated => {
@@ -327,6 +361,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             actix::System::new().block_on(async move {
                 let master = corral_master::Master::start(config)?;
                 println!("master listening on {}", master.local_addr);
+                if let Some(http) = master.http_addr {
+                    println!("web ui and api on http://{http}/");
+                }
                 ctrl_c().await?;
                 master.shutdown();
                 Ok(())
@@ -362,6 +399,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     backoff_max: Duration::from_secs(5),
                     containerizer: ContainerizerOpt::Docker,
                     sim_run_time: Duration::from_secs(1),
+                    http: HttpListen(Some(([127, 0, 0, 1], 5052).into())),
                 };
                 let config = agent_config(&agent_opts);
                 config.validate().map_err(usage)?;
@@ -391,6 +429,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Task { cmd } => crate::task::run(cmd),
+        Command::Policy { cmd } => crate::policy::run(cmd),
         Command::Bench { which } => match which {
             BenchCmd::Wire(o) => crate::bench::wire(&o),
         },

@@ -22,14 +22,20 @@
 //! - Units given to one framework on one agent are merged into one offer; offers come out
 //!   in the order in which they were first made.
 //!
-//! The cost is `O((agents + units) · log frameworks)` when most agents have room: each
-//! framework keeps a cursor into the agent list that only moves forward in a cycle, since
-//! free resources only shrink within one.
+//! # Cost
+//!
+//! "The first agent from here with room" is a forward scan: free resources only shrink
+//! within a cycle, so an agent without room for a demand never gets room again. Each
+//! framework keeps a cursor (where it last found room), and so does each *demand class*
+//! (the frameworks with equal demands): the run of full agents at the front of the list is
+//! then scanned once per distinct demand rather than once per framework. A filtered agent
+//! stops a class cursor (filters are per framework). A cycle costs about
+//! `O(classes · agents + units · log frameworks)`; the answer is the linear scan's.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
-use crate::view::{AllocatorView, Offer, Resources};
+use crate::view::{AllocatorView, Framework, Offer, Resources};
 
 /// A share with a total order, so that it can key a heap (shares are never NaN).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -47,6 +53,33 @@ impl Ord for Share {
     fn cmp(&self, other: &Self) -> Ordering {
         self.0.total_cmp(&other.0)
     }
+}
+
+/// Frameworks with equal demands form a class: the first agent that may have room for a
+/// class's demand is shared by its frameworks, so that a run of full agents is scanned once
+/// per demand rather than once per framework. Returns each framework's class and a cursor
+/// per class. Classes are numbered in order of demand (deterministic).
+fn demand_classes(frameworks: &[Framework]) -> (Vec<usize>, Vec<usize>) {
+    let key = |i: usize| {
+        let d = &frameworks[i].demand;
+        (d.cpus_milli, d.mem_mb, d.disk_mb)
+    };
+    let mut order: Vec<usize> = (0..frameworks.len()).collect();
+    order.sort_unstable_by_key(|&i| key(i));
+    let mut class = vec![0usize; frameworks.len()];
+    let mut classes = 0usize;
+    for (k, &i) in order.iter().enumerate() {
+        if k > 0 && key(order[k - 1]) != key(i) {
+            classes += 1;
+        }
+        class[i] = classes;
+    }
+    let n = if frameworks.is_empty() {
+        0
+    } else {
+        classes + 1
+    };
+    (class, vec![0usize; n])
 }
 
 /// The dominant share of `allocated` in a cluster of `total`.
@@ -77,6 +110,7 @@ pub fn allocate(view: &AllocatorView) -> Vec<Offer> {
     let n_agents = view.agents.len();
     let n_roles = view.roles.len();
     let mut free = view.agents.clone();
+    let (class, mut class_cursor) = demand_classes(&view.frameworks);
     let mut fw_alloc: Vec<Resources> = view.frameworks.iter().map(|f| f.allocated).collect();
     let mut role_alloc = vec![Resources::ZERO; n_roles];
     for f in &view.frameworks {
@@ -137,18 +171,28 @@ pub fn allocate(view: &AllocatorView) -> Vec<Offer> {
         let demand = view.frameworks[f].demand;
         let whole = demand.is_zero();
 
-        // First agent, from the cursor on, with room and no filter.
+        // First agent, from the cursor on, with room and no filter. Agents before the
+        // class cursor have no room for this demand; the scan moves it on over a run of
+        // agents without room (free resources only shrink within a cycle).
+        let c = class[f];
+        let mut a = cursor[f].max(class_cursor[c]);
+        let mut advance = a == class_cursor[c];
         let mut placed = None;
-        let mut a = cursor[f];
         while a < n_agents {
             let room = if whole {
                 !free[a].is_zero()
             } else {
                 free[a].contains(&demand)
             };
-            if room && filtered[f].binary_search(&(a as u32)).is_err() {
+            if !room {
+                if advance {
+                    class_cursor[c] = a + 1;
+                }
+            } else if filtered[f].binary_search(&(a as u32)).is_err() {
                 placed = Some(a);
                 break;
+            } else {
+                advance = false;
             }
             a += 1;
         }

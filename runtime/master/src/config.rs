@@ -19,6 +19,12 @@ pub struct MasterConfig {
     pub heartbeat_interval: Duration,
     /// The largest frame a peer may send, in bytes.
     pub max_frame: usize,
+    /// TCP address for the HTTP API, metrics and web UI; `None` serves no HTTP.
+    pub http: Option<SocketAddr>,
+    /// Time between allocation cycles.
+    pub allocation_interval: Duration,
+    /// The allocator component to start with; `None` uses the built-in weighted DRF.
+    pub allocator: Option<PathBuf>,
 }
 
 impl Default for MasterConfig {
@@ -29,6 +35,9 @@ impl Default for MasterConfig {
             agent_timeout: Duration::from_secs(15),
             heartbeat_interval: Duration::from_secs(1),
             max_frame: corral_wire::DEFAULT_MAX_FRAME,
+            http: Some(([127, 0, 0, 1], 5051).into()),
+            allocation_interval: Duration::from_millis(250),
+            allocator: None,
         }
     }
 }
@@ -48,6 +57,17 @@ impl MasterConfig {
                 self.agent_timeout.as_millis(),
                 self.heartbeat_interval.as_millis()
             ));
+        }
+        if self.allocation_interval.is_zero() {
+            return Err("allocation interval must be more than zero".into());
+        }
+        if let Some(path) = &self.allocator {
+            if !path.is_file() {
+                return Err(format!(
+                    "allocator component {} is not a file",
+                    path.display()
+                ));
+            }
         }
         if self.max_frame < 1024 {
             return Err("max frame must be at least 1024 bytes".into());

@@ -10,7 +10,9 @@
 //! - a request handler per client stream (the CLI and tools), see [`server`].
 
 pub mod agent_session;
+pub mod allocator_actor;
 pub mod config;
+pub mod http;
 pub mod registry_actor;
 pub mod server;
 
@@ -28,17 +30,27 @@ pub enum MasterError {
     /// The configuration is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The policy host could not start, or the first allocator was refused.
+    #[error("allocator policy: {0}")]
+    Policy(String),
     /// The state folder, certificates or socket failed.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The HTTP address cannot be bound.
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
 }
 
 /// A running master.
 pub struct Master {
     /// The QUIC address it serves.
     pub local_addr: SocketAddr,
+    /// The address the HTTP API, metrics and web UI are served on, if any.
+    pub http_addr: Option<SocketAddr>,
     /// The registry actor.
     pub registry: Addr<RegistryActor>,
+    /// The allocator actor.
+    pub allocator: Addr<allocator_actor::AllocatorActor>,
     endpoint: quinn::Endpoint,
 }
 
@@ -60,15 +72,39 @@ impl Master {
                 source,
             })?;
         let registry = RegistryActor::new(&config).start();
+        let host = corral_policy::PolicyHost::new(corral_policy::PolicyConfig::default())
+            .map_err(|e| MasterError::Policy(e.to_string()))?;
+        let slot = std::sync::Arc::new(corral_policy::AllocatorSlot::new(&host, "allocator"));
+        let first = match &config.allocator {
+            Some(path) => slot.swap_file(path, "master start"),
+            None => slot.swap(corral_policy::builtin::DRF, "built-in"),
+        };
+        let first = first.map_err(|e| MasterError::Policy(e.to_string()))?;
+        tracing::info!(digest = %first.digest, "allocator loaded");
+        let allocator = allocator_actor::AllocatorActor::new(
+            slot,
+            registry.clone(),
+            config.allocation_interval,
+        )
+        .start();
         actix::spawn(server::accept_loop(
             endpoint.clone(),
-            registry.clone(),
+            server::Services {
+                registry: registry.clone(),
+                allocator: allocator.clone(),
+            },
             config.clone(),
         ));
+        let http_addr = match config.http {
+            Some(addr) => Some(http::start(addr, registry.clone(), local_addr)?),
+            None => None,
+        };
         tracing::info!(addr = %local_addr, state = %config.state_dir.display(), "master listening");
         Ok(Self {
             local_addr,
+            http_addr,
             registry,
+            allocator,
             endpoint,
         })
     }

@@ -333,6 +333,7 @@ impl Handler<StatusFromAgent> for RegistryActor {
         status.agent_id = msg.agent_id.clone();
         match self.tasks.apply(&status) {
             Applied::Updated { agent_id, released } => {
+                crate::http::metrics::METRICS.status_update(status.state);
                 tracing::info!(
                     task_id = %status.task_id,
                     state = pb::TaskState::try_from(status.state).map(|s| s.as_str_name()).unwrap_or("?"),
@@ -375,6 +376,7 @@ impl Handler<RunTask> for RegistryActor {
                 .is_ok()
         });
         self.tasks.add(now_ms(), spec, &agent_id);
+        crate::http::metrics::METRICS.launches.inc();
         if !sent {
             // The session ended between placement and launch: the agent will not know the
             // task when it registers again, and reconciliation reports it lost.
@@ -478,5 +480,31 @@ impl Handler<TaskAgentConnection> for RegistryActor {
                     format!("agent {} is not connected", task.agent_id),
                 )
             })
+    }
+}
+
+/// The allocator's view of the cluster now: every active agent's free resources.
+#[derive(Message)]
+#[rtype(result = "corral_core::view::AllocatorView")]
+pub struct AllocationView;
+
+impl Handler<AllocationView> for RegistryActor {
+    type Result = MessageResult<AllocationView>;
+
+    fn handle(&mut self, _: AllocationView, _: &mut Self::Context) -> Self::Result {
+        use corral_core::view;
+        let scalar = |r: &Resources| view::Resources::new(r.cpus_milli, r.mem_mb, r.disk_mb);
+        let mut total = view::Resources::ZERO;
+        let mut agents = Vec::new();
+        for a in self.agents.iter().filter(|a| a.state == AgentState::Active) {
+            total = total.saturating_add(&scalar(&a.total));
+            agents.push(scalar(&a.total).saturating_sub(&scalar(&a.used)));
+        }
+        MessageResult(view::AllocatorView {
+            now_ms: now_ms(),
+            total,
+            agents,
+            ..Default::default()
+        })
     }
 }

@@ -16,25 +16,34 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::agent_session::{body_name, AgentSession};
+use crate::allocator_actor::{AllocatorActor, AllocatorHistory, SwapAllocator};
 use crate::registry_actor::{
     KillTask, ListAgents, ListTasks, RegisterAgent, RegistryActor, RunTask, TaskAgentConnection,
 };
 use crate::MasterConfig;
 
+/// The actors a connection's streams talk to.
+#[derive(Clone)]
+pub struct Services {
+    /// The registry.
+    pub registry: Addr<RegistryActor>,
+    /// The allocator.
+    pub allocator: Addr<AllocatorActor>,
+}
+
 /// Accepts connections until the endpoint closes.
-pub async fn accept_loop(
-    endpoint: quinn::Endpoint,
-    registry: Addr<RegistryActor>,
-    config: MasterConfig,
-) {
+pub async fn accept_loop(endpoint: quinn::Endpoint, services: Services, config: MasterConfig) {
     while let Some(incoming) = endpoint.accept().await {
-        let registry = registry.clone();
+        let services = services.clone();
         let config = config.clone();
         let remote = incoming.remote_address();
         actix::spawn(
             async move {
                 match incoming.await {
-                    Ok(conn) => serve_connection(conn, registry, config).await,
+                    Ok(conn) => {
+                        let _open = crate::http::metrics::METRICS.connection_opened();
+                        serve_connection(conn, services, config).await
+                    }
                     Err(e) => tracing::info!(error = %e, "handshake failed"),
                 }
             }
@@ -43,11 +52,7 @@ pub async fn accept_loop(
     }
 }
 
-async fn serve_connection(
-    conn: quinn::Connection,
-    registry: Addr<RegistryActor>,
-    config: MasterConfig,
-) {
+async fn serve_connection(conn: quinn::Connection, services: Services, config: MasterConfig) {
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(s) => s,
@@ -57,7 +62,7 @@ async fn serve_connection(
             }
         };
         let conn = conn.clone();
-        let registry = registry.clone();
+        let services = services.clone();
         let max_frame = config.max_frame;
         let hb = config.heartbeat_interval;
         actix::spawn(async move {
@@ -68,7 +73,7 @@ async fn serve_connection(
                 &mut send,
                 recv_first(&mut recv).await,
                 recv,
-                registry,
+                services,
                 hb,
             )
             .await
@@ -105,9 +110,10 @@ async fn serve_stream(
     send: &mut FramedSend,
     first: Result<Option<Body>, TransportError>,
     mut recv: FramedRecv,
-    registry: Addr<RegistryActor>,
+    services: Services,
     heartbeat_interval: std::time::Duration,
 ) -> Result<(), TransportError> {
+    let registry = services.registry.clone();
     let Some(first) = first? else {
         return Ok(());
     };
@@ -153,8 +159,11 @@ async fn serve_stream(
         Body::Request(pb::Request {
             kind: Some(pb::request::Kind::TaskLogs(req)),
         }) => relay_logs(req, &registry, send).await,
+        Body::Request(pb::Request {
+            kind: Some(pb::request::Kind::PolicySwap(req)),
+        }) => receive_swap(req, &services, send, recv).await,
         Body::Request(req) => {
-            let response = handle_request(req, &registry).await;
+            let response = handle_request(req, &services).await;
             send.send_body(Body::Response(response)).await?;
             send.finish();
             Ok(())
@@ -206,7 +215,8 @@ fn registration(reg: &pb::RegisterAgent, address: String) -> Result<Registration
     })
 }
 
-async fn handle_request(req: pb::Request, registry: &Addr<RegistryActor>) -> pb::Response {
+async fn handle_request(req: pb::Request, services: &Services) -> pb::Response {
+    let registry = &services.registry;
     use pb::request::Kind;
     use pb::response::Kind as R;
     let kind = match req.kind {
@@ -249,6 +259,16 @@ async fn handle_request(req: pb::Request, registry: &Addr<RegistryActor>) -> pb:
             }),
             Err(_) => R::Error(unavailable()),
         },
+        Some(Kind::ListPolicies(_)) => match services.allocator.send(AllocatorHistory).await {
+            Ok(history) => R::Policies(pb::PolicyList {
+                records: history.iter().map(policy_record).collect(),
+            }),
+            Err(_) => R::Error(unavailable()),
+        },
+        Some(Kind::PolicySwap(_)) | Some(Kind::PolicyChunk(_)) => R::Error(pb::Error {
+            code: "unexpected".into(),
+            message: "a policy swap starts a stream and sends its chunks on it".into(),
+        }),
         Some(Kind::TaskLogs(_)) => R::Error(pb::Error {
             code: "unexpected".into(),
             message: "log requests are streamed".into(),
@@ -367,6 +387,113 @@ async fn relay_logs(
             }
         }
     }
+    send.finish();
+    Ok(())
+}
+
+/// The wire form of a policy's history entry.
+pub fn policy_record(r: &corral_policy::SwapRecord) -> pb::PolicyRecord {
+    pb::PolicyRecord {
+        slot: r.slot.clone(),
+        digest: r.digest.clone(),
+        who: r.who.clone(),
+        loaded_at_ms: r
+            .loaded_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        state: r.state.to_string(),
+        calls: r.calls,
+        errors: r.errors,
+        last_error: r.last_error.clone().unwrap_or_default(),
+        swap_time_us: r.swap_time.as_micros() as u64,
+    }
+}
+
+/// The largest policy component a swap accepts.
+const MAX_COMPONENT: u64 = 256 << 20;
+
+/// Receives a component in chunks and swaps it in.
+async fn receive_swap(
+    req: pb::PolicySwap,
+    services: &Services,
+    send: &mut FramedSend,
+    mut recv: FramedRecv,
+) -> Result<(), TransportError> {
+    use pb::response::Kind as R;
+    let answer = |kind| Body::Response(pb::Response { kind: Some(kind) });
+    let refuse = |code: &str, message: String| {
+        answer(R::Error(pb::Error {
+            code: code.into(),
+            message,
+        }))
+    };
+    if req.slot != "allocator" {
+        send.send_body(refuse(
+            "unknown_slot",
+            format!("no policy slot {:?}; the slots are: allocator", req.slot),
+        ))
+        .await?;
+        send.finish();
+        return Ok(());
+    }
+    if req.size > MAX_COMPONENT {
+        send.send_body(refuse(
+            "too_large",
+            format!(
+                "component of {} bytes is over the limit of {MAX_COMPONENT}",
+                req.size
+            ),
+        ))
+        .await?;
+        send.finish();
+        return Ok(());
+    }
+    let mut bytes = Vec::with_capacity(req.size as usize);
+    loop {
+        match recv.recv().await? {
+            Some(Body::Request(pb::Request {
+                kind: Some(pb::request::Kind::PolicyChunk(c)),
+            })) => {
+                bytes.extend_from_slice(&c.data);
+                if bytes.len() as u64 > req.size {
+                    send.send_body(refuse("size_mismatch", "more bytes than announced".into()))
+                        .await?;
+                    send.finish();
+                    return Ok(());
+                }
+                if c.last {
+                    break;
+                }
+            }
+            _ => {
+                send.send_body(refuse(
+                    "truncated",
+                    "the component's chunks ended early".into(),
+                ))
+                .await?;
+                send.finish();
+                return Ok(());
+            }
+        }
+    }
+    let who = if req.who.is_empty() {
+        "unknown".to_owned()
+    } else {
+        req.who
+    };
+    let body = match services.allocator.send(SwapAllocator { bytes, who }).await {
+        Ok(Ok(record)) => {
+            tracing::info!(slot = %record.slot, digest = %record.digest, "policy swapped");
+            answer(R::Swapped(policy_record(&record)))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "policy swap rejected");
+            refuse("rejected", e)
+        }
+        Err(_) => refuse("unavailable", "the master is shutting down".into()),
+    };
+    send.send_body(body).await?;
     send.finish();
     Ok(())
 }

@@ -1,1 +1,88 @@
 //! Corral's WebAssembly policy host.
+//!
+//! Policies are WebAssembly components of the worlds in `wit/policy.wit`: an `allocator`
+//! turns a view of the cluster into offers, a `scheduler` turns one framework's offers and
+//! tasks into decisions. This crate runs them safely and lets an operator replace them
+//! while the master runs.
+//!
+//! # Model
+//!
+//! - One [`PolicyHost`] per master: one wasmtime engine (components compiled once, shared
+//!   by every slot) and a thread that ticks the engine's epoch every
+//!   [`PolicyConfig::epoch_tick`].
+//! - One slot per policy: an [`AllocatorSlot`] for the cluster and one [`SchedulerSlot`]
+//!   per framework. A slot holds the active policy and its history ([`SwapRecord`]).
+//! - Every call instantiates the policy afresh (microseconds, from a pre-instantiated
+//!   component) in a store with a memory cap and a time budget, so no state survives a call:
+//!   a policy is a function of its view and a swap loses nothing. A policy that imports WASI
+//!   gets a deny-all context (no files, sockets, environment; clocks that stand still;
+//!   seeded randomness), so the same view always gives the same answer.
+//! - Every answer is validated before it is returned ([`check_offers`],
+//!   [`scheduler::check_decisions`]). A trap, a timeout, the memory cap or an invalid answer
+//!   discards the call's result, is returned as a [`PolicyError`] and counted against the
+//!   policy; a newly swapped policy that fails [`PolicyConfig::rollback_after`] calls in a
+//!   row is rolled back to the one it replaced.
+//!
+//! # Calling protocol
+//!
+//! Calls are synchronous CPU work (milliseconds for large clusters): an actor runs them on
+//! a blocking thread (`tokio::task::spawn_blocking`) with the slot in an `Arc`. Calls may
+//! run concurrently with each other and with [`AllocatorSlot::swap`], which compiles and
+//! dry-runs the new policy on the caller's thread and then switches atomically.
+//!
+//! ```no_run
+//! use corral_core::view::{AllocatorView, Framework, Resources, Role};
+//! use corral_policy::{AllocatorSlot, PolicyConfig, PolicyHost};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let host = PolicyHost::new(PolicyConfig::default())?;
+//! let slot = AllocatorSlot::new(&host, "allocator");
+//! slot.swap_file(std::path::Path::new(corral_policy::fixtures::DRF), "operator")?;
+//! let view = AllocatorView {
+//!     total: Resources::new(9000, 18432, 0),
+//!     agents: vec![Resources::new(9000, 18432, 0)],
+//!     roles: vec![Role { weight: 1.0 }],
+//!     frameworks: vec![Framework {
+//!         role: 0,
+//!         allocated: Resources::ZERO,
+//!         demand: Resources::new(1000, 4096, 0),
+//!         wanted: 2,
+//!         suppressed: false,
+//!     }],
+//!     ..AllocatorView::default()
+//! };
+//! let allocation = slot.allocate(&view)?;
+//! assert_eq!(allocation.offers[0].resources, Resources::new(2000, 8192, 0));
+//! for record in slot.history() {
+//!     println!("{} {} errors={}", &record.digest[..12], record.state, record.errors);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod allocator;
+mod bindings;
+mod config;
+mod error;
+mod host;
+pub mod scheduler;
+mod slot;
+
+pub use allocator::{check_offers, Allocation, Allocator, AllocatorSlot, NativeDrf};
+pub use config::{ConfigError, PolicyConfig};
+pub use error::{InvalidAnswer, PolicyError, SwapError};
+pub use host::{HostError, PolicyHost};
+pub use scheduler::SchedulerSlot;
+pub use slot::{digest, PolicyState, SwapRecord};
+
+/// Paths of the policies built from `policies/` by this crate's build script (components,
+/// ready to load). For tests, benchmarks and a master's built-in default allocator.
+pub mod fixtures {
+    include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
+}
+
+/// Policies compiled into the binary, so a master works with no policy files at hand.
+pub mod builtin {
+    /// The weighted DRF allocator component (Rust), the master's default allocator.
+    pub const DRF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/components/drf.wasm"));
+}

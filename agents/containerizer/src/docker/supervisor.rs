@@ -207,6 +207,7 @@ impl Supervisor {
         let image = self.spec.image.clone();
         let (repo, tag) = split_image(&image);
         tracing::info!(task_id = %self.task_id(), image = %image, "pulling image");
+        crate::IMAGE_PULLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.sink
             .send(
                 TaskState::TaskStaging,

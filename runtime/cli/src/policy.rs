@@ -1,0 +1,157 @@
+//! `corral policy …`: list the policy slots' histories and swap policies.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context as _};
+use clap::Subcommand;
+use corral_wire::pb::{self, envelope::Body, request::Kind, response::Kind as R};
+use serde_json::json;
+
+use crate::opts::ClientOpts;
+
+/// Bytes of a component per frame: well under the master's default frame limit.
+const CHUNK: usize = 1 << 20;
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Every slot's history: digest, loaded at, state, calls, errors.
+    List {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Replace the policy in SLOT (`allocator`) with a component, while the cluster runs.
+    /// The master compiles and dry-runs it first; a policy that fails is rejected and the
+    /// active one stays.
+    Swap {
+        #[command(flatten)]
+        client: ClientOpts,
+        /// The slot: `allocator`.
+        slot: String,
+        /// The WebAssembly component.
+        file: PathBuf,
+    },
+}
+
+fn ago(ms: u64) -> String {
+    let now = corral_master::now_ms();
+    let secs = now.saturating_sub(ms) / 1000;
+    match secs {
+        0..=59 => format!("{secs}s ago"),
+        60..=3599 => format!("{}m ago", secs / 60),
+        _ => format!("{}h ago", secs / 3600),
+    }
+}
+
+fn record_json(r: &pb::PolicyRecord) -> serde_json::Value {
+    json!({
+        "slot": r.slot, "digest": r.digest, "who": r.who, "loaded_at_ms": r.loaded_at_ms,
+        "state": r.state, "calls": r.calls, "errors": r.errors,
+        "last_error": (!r.last_error.is_empty()).then_some(&r.last_error),
+        "swap_time_us": r.swap_time_us,
+    })
+}
+
+pub fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
+    match cmd {
+        PolicyCmd::List { client } => {
+            let records =
+                match crate::client::request(&client, Kind::ListPolicies(pb::ListPolicies {}))? {
+                    R::Policies(p) => p.records,
+                    other => bail!("unexpected answer from the master: {other:?}"),
+                };
+            if client.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &records.iter().map(record_json).collect::<Vec<_>>()
+                    )?
+                );
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = records
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.slot.clone(),
+                        r.digest.chars().take(12).collect(),
+                        r.state.clone(),
+                        ago(r.loaded_at_ms),
+                        r.who.clone(),
+                        r.calls.to_string(),
+                        r.errors.to_string(),
+                        r.last_error.chars().take(100).collect(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                crate::table::render(
+                    &[
+                        "SLOT",
+                        "DIGEST",
+                        "STATE",
+                        "LOADED",
+                        "BY",
+                        "CALLS",
+                        "ERRORS",
+                        "LAST ERROR"
+                    ],
+                    &rows
+                )
+            );
+            Ok(())
+        }
+        PolicyCmd::Swap { client, slot, file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let who = format!(
+                "{}@cli",
+                std::env::var("USER").unwrap_or_else(|_| "operator".to_owned())
+            );
+            let mut chunks: Vec<Kind> = vec![Kind::PolicySwap(pb::PolicySwap {
+                slot: slot.clone(),
+                who,
+                size: bytes.len() as u64,
+            })];
+            let pieces: Vec<&[u8]> = if bytes.is_empty() {
+                vec![&[][..]]
+            } else {
+                bytes.chunks(CHUNK).collect()
+            };
+            let n = pieces.len();
+            for (i, piece) in pieces.into_iter().enumerate() {
+                chunks.push(Kind::PolicyChunk(pb::PolicyChunk {
+                    data: piece.to_vec(),
+                    last: i + 1 == n,
+                }));
+            }
+            let mut answer = None;
+            crate::client::stream_many(&client, chunks, |body| {
+                answer = Some(body);
+                Ok(false)
+            })?;
+            match answer {
+                Some(Body::Response(pb::Response {
+                    kind: Some(R::Swapped(r)),
+                })) => {
+                    if client.json {
+                        println!("{}", record_json(&r));
+                    } else {
+                        println!(
+                            "{} is now {} (digest {}, swapped in {:.1} ms)",
+                            r.slot,
+                            file.display(),
+                            &r.digest.chars().take(12).collect::<String>(),
+                            r.swap_time_us as f64 / 1000.0
+                        );
+                    }
+                    Ok(())
+                }
+                Some(Body::Response(pb::Response {
+                    kind: Some(R::Error(e)),
+                })) => Err(anyhow!("swap rejected: {} ({})", e.message, e.code)),
+                other => Err(anyhow!("unexpected answer from the master: {other:?}")),
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The allocator actor: owns the allocator policy slot and runs allocation cycles.
+//!
+//! A cycle asks the registry for a view of the cluster, calls the policy on a blocking
+//! thread (wasm is CPU work and must not stall the event loop), and hands the offers back
+//! to the registry. Cycles never overlap. A swap compiles and dry-runs the new component
+//! on a blocking thread too, and switches between two cycles.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use corral_policy::{AllocatorSlot, SwapRecord};
+
+use crate::registry_actor::{AllocationView, RegistryActor};
+
+/// Runs allocation cycles on the active allocator policy.
+pub struct AllocatorActor {
+    slot: Arc<AllocatorSlot>,
+    registry: Addr<RegistryActor>,
+    interval: Duration,
+    in_cycle: bool,
+    cycles: u64,
+}
+
+impl AllocatorActor {
+    /// An actor driving `slot` every `interval`.
+    pub fn new(
+        slot: Arc<AllocatorSlot>,
+        registry: Addr<RegistryActor>,
+        interval: Duration,
+    ) -> Self {
+        Self {
+            slot,
+            registry,
+            interval,
+            in_cycle: false,
+            cycles: 0,
+        }
+    }
+
+    fn cycle(&mut self, ctx: &mut Context<Self>) {
+        if self.in_cycle {
+            return;
+        }
+        self.in_cycle = true;
+        let slot = self.slot.clone();
+        let registry = self.registry.clone();
+        async move {
+            let view = registry.send(AllocationView).await.ok()?;
+            let start = Instant::now();
+            let result = tokio::task::spawn_blocking(move || slot.allocate(&view))
+                .await
+                .ok()?;
+            Some((result, start.elapsed()))
+        }
+        .into_actor(self)
+        .map(|res, act, _| {
+            act.in_cycle = false;
+            act.cycles += 1;
+            match res {
+                Some((Ok(allocation), took)) => {
+                    tracing::trace!(
+                        offers = allocation.offers.len(),
+                        took_us = took.as_micros() as u64,
+                        "allocation cycle"
+                    );
+                }
+                Some((Err(e), _)) => {
+                    tracing::warn!(error = %e, "allocation cycle failed; offers discarded")
+                }
+                None => {}
+            }
+        })
+        .spawn(ctx);
+    }
+}
+
+impl Actor for AllocatorActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.interval, |act, ctx| act.cycle(ctx));
+    }
+}
+
+/// Swaps the allocator policy.
+#[derive(Message)]
+#[rtype(result = "Result<SwapRecord, String>")]
+pub struct SwapAllocator {
+    /// The component.
+    pub bytes: Vec<u8>,
+    /// Who asked.
+    pub who: String,
+}
+
+impl Handler<SwapAllocator> for AllocatorActor {
+    type Result = ResponseFuture<Result<SwapRecord, String>>;
+
+    fn handle(&mut self, msg: SwapAllocator, _: &mut Self::Context) -> Self::Result {
+        let slot = self.slot.clone();
+        Box::pin(async move {
+            match tokio::task::spawn_blocking(move || slot.swap(&msg.bytes, &msg.who)).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("the swap did not complete: {e}")),
+            }
+        })
+    }
+}
+
+/// The allocator slot's history.
+#[derive(Message)]
+#[rtype(result = "Vec<SwapRecord>")]
+pub struct AllocatorHistory;
+
+impl Handler<AllocatorHistory> for AllocatorActor {
+    type Result = MessageResult<AllocatorHistory>;
+
+    fn handle(&mut self, _: AllocatorHistory, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.slot.history())
+    }
+}

@@ -1,0 +1,141 @@
+//! Allocation cycle time, wasm DRF against native DRF, and swap time (file to active).
+//!
+//! `cargo bench -p corral-policy` (no criterion: median of repeated runs, printed).
+
+use std::time::{Duration, Instant};
+
+use corral_core::view::{AllocatorView, Filter, Framework, Resources, Role};
+use corral_policy::{check_offers, fixtures, AllocatorSlot, PolicyConfig, PolicyHost};
+
+const RUNS: usize = 21;
+
+/// A deterministic pseudo-random cluster: `agents` agents of mixed sizes, partly used;
+/// `frameworks` frameworks in `frameworks / 100 + 1` roles of weights 1 to 3, each wanting
+/// ten tasks of a small size; one filter per ten frameworks.
+fn view(agents: usize, frameworks: usize) -> AllocatorView {
+    let mut seed = 0x5eed_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let agent_list: Vec<Resources> = (0..agents)
+        .map(|_| {
+            let size = 1 + next() % 4;
+            let used = next() % 50;
+            Resources::new(
+                size * 8000 * (100 - used) / 100,
+                size * 32_768 * (100 - used) / 100,
+                size * 100_000,
+            )
+        })
+        .collect();
+    let total = Resources::new(
+        agent_list.iter().map(|a| a.cpus_milli).sum::<u64>() * 3 / 2,
+        agent_list.iter().map(|a| a.mem_mb).sum::<u64>() * 3 / 2,
+        agent_list.iter().map(|a| a.disk_mb).sum::<u64>(),
+    );
+    let roles = frameworks / 100 + 1;
+    AllocatorView {
+        now_ms: 1_000_000,
+        total,
+        agents: agent_list,
+        roles: (0..roles)
+            .map(|r| Role {
+                weight: 1.0 + (r % 3) as f64,
+            })
+            .collect(),
+        frameworks: (0..frameworks)
+            .map(|i| Framework {
+                role: (i % roles) as u32,
+                allocated: Resources::new(next() % 50_000, next() % 100_000, 0),
+                demand: Resources::new(250 * (1 + next() % 8), 256 * (1 + next() % 16), 0),
+                wanted: 10,
+                suppressed: i % 50 == 49,
+            })
+            .collect(),
+        filters: (0..frameworks / 10)
+            .map(|i| Filter {
+                framework: (i * 10) as u32,
+                agent: (next() % agents as u64) as u32,
+                until_ms: 2_000_000,
+            })
+            .collect(),
+    }
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> Duration {
+    std::hint::black_box(f());
+    median(
+        (0..runs)
+            .map(|_| {
+                let start = Instant::now();
+                std::hint::black_box(f());
+                start.elapsed()
+            })
+            .collect(),
+    )
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not: then run once, small.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let runs = if quick { 1 } else { RUNS };
+    let host = PolicyHost::new(PolicyConfig::default())?;
+    let slot = AllocatorSlot::new(&host, "allocator");
+    let drf = std::fs::read(fixtures::DRF)?;
+    slot.swap(&drf, "bench")?;
+
+    let sizes: &[(usize, usize)] = if quick {
+        &[(1_000, 100)]
+    } else {
+        &[(1_000, 100), (10_000, 1_000), (50_000, 6_000)]
+    };
+    println!(
+        "allocation cycle, median of {runs} (wasm: view copy + instantiate + call + validation)"
+    );
+    println!(
+        "{:>16} {:>8} {:>12} {:>12} {:>7} {:>14}",
+        "agents×fws", "offers", "native", "wasm", "ratio", "validate only"
+    );
+    for &(agents, frameworks) in sizes {
+        let view = view(agents, frameworks);
+        let native_offers = corral_core::drf::allocate(&view);
+        let wasm_offers = slot.allocate(&view)?.offers;
+        if native_offers != wasm_offers {
+            return Err(format!("wasm and native DRF disagree at {agents}×{frameworks}").into());
+        }
+        let native = time(runs, || corral_core::drf::allocate(&view));
+        let wasm = time(runs, || slot.allocate(&view));
+        let validate = time(runs, || check_offers(&view, &native_offers));
+        println!(
+            "{:>16} {:>8} {:>12} {:>12} {:>6.2}× {:>14}",
+            format!("{agents}×{frameworks}"),
+            native_offers.len(),
+            ms(native),
+            ms(wasm),
+            wasm.as_secs_f64() / native.as_secs_f64(),
+            ms(validate),
+        );
+    }
+
+    // Swap: read the file, compile, instantiate, dry-run on the latest view (10k × 1k).
+    slot.allocate(&view(10_000, 1_000))?;
+    let path = std::path::Path::new(fixtures::DRF);
+    let swap = time(runs, || slot.swap_file(path, "bench"));
+    println!(
+        "swap, file to active (Rust DRF, dry run on 10k×1k): median {}",
+        ms(swap)
+    );
+    Ok(())
+}

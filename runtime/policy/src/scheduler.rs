@@ -1,0 +1,256 @@
+//! The scheduler slot: one framework's offers and tasks in, validated decisions out.
+//!
+//! The view and decision types are the WIT records themselves (plain Rust structs,
+//! re-exported here), since a scheduler's view is small and copied as it is.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use wasmtime::component::Component;
+
+pub use crate::bindings::allocator::corral::policy::types::{
+    Check, Decision, Decline, HealthCheck, HttpCheck, KeyValue, Launch, NetworkMode, PortMapping,
+    PortRange, ResourceOffer, Resources, SchedulerView, Task, TaskReason, TaskSpec, TaskState,
+    TaskStatus, Volume,
+};
+
+use crate::bindings::scheduler::SchedulerPre;
+use crate::error::{InvalidAnswer, PolicyError, SwapError};
+use crate::host::{HostInner, PolicyHost};
+use crate::slot::{Slot, SwapRecord, World};
+
+pub(crate) struct SchedulerWorld;
+
+impl World for SchedulerWorld {
+    const NAME: &'static str = "scheduler";
+    type Pre = SchedulerPre<crate::host::StoreState>;
+
+    fn pre(host: &HostInner, component: &Component) -> wasmtime::Result<Self::Pre> {
+        SchedulerPre::new(host.linker.instantiate_pre(component)?)
+    }
+
+    fn budget(host: &HostInner) -> Duration {
+        host.config.scheduler_budget
+    }
+}
+
+/// One framework's scheduler slot (`framework/NAME`). `Send + Sync`, like the allocator's.
+pub struct SchedulerSlot {
+    slot: Slot<SchedulerWorld>,
+    last_view: Mutex<Option<Arc<SchedulerView>>>,
+}
+
+impl SchedulerSlot {
+    /// An empty slot named `name`, for example `framework/web`.
+    pub fn new(host: &PolicyHost, name: &str) -> Self {
+        SchedulerSlot {
+            slot: Slot::new(host, name),
+            last_view: Mutex::new(None),
+        }
+    }
+
+    /// Loads a new scheduler and makes it active between two calls; dry-runs `schedule`
+    /// on the latest view (an empty one before the first call). As
+    /// [`crate::AllocatorSlot::swap`].
+    ///
+    /// # Errors
+    ///
+    /// A [`SwapError`] when the policy is rejected; the active policy stays.
+    pub fn swap(&self, bytes: &[u8], who: &str) -> Result<SwapRecord, SwapError> {
+        let view = self
+            .last_view
+            .lock()
+            .ok()
+            .and_then(|v| v.clone())
+            .unwrap_or_else(|| Arc::new(empty_view()));
+        self.slot.swap(bytes, who, |slot, loaded| {
+            let decisions = slot.run(loaded, |pre, store| {
+                pre.instantiate(&mut *store)?
+                    .call_schedule(&mut *store, &view)
+            })?;
+            check_decisions(&view, &decisions).map_err(PolicyError::from)
+        })
+    }
+
+    /// [`SchedulerSlot::swap`] with the component read from `path`.
+    ///
+    /// # Errors
+    ///
+    /// As [`SchedulerSlot::swap`], and [`SwapError::Read`].
+    pub fn swap_file(&self, path: &Path, who: &str) -> Result<SwapRecord, SwapError> {
+        let bytes = std::fs::read(path).map_err(|source| SwapError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.swap(&bytes, who)
+    }
+
+    /// Offers arrived or the view changed: the policy's decisions, validated.
+    ///
+    /// # Errors
+    ///
+    /// A [`PolicyError`]; the decisions are then discarded and the error counted.
+    pub fn schedule(&self, view: &SchedulerView) -> Result<Vec<Decision>, PolicyError> {
+        let result = self.slot.call(
+            |pre, store| {
+                pre.instantiate(&mut *store)?
+                    .call_schedule(&mut *store, view)
+            },
+            |decisions| {
+                check_decisions(view, &decisions)?;
+                Ok(decisions)
+            },
+        );
+        self.remember(view);
+        result.map(|(d, _)| d)
+    }
+
+    /// A task's state changed (`view` holds the new state): the policy's decisions.
+    ///
+    /// # Errors
+    ///
+    /// As [`SchedulerSlot::schedule`].
+    pub fn status(
+        &self,
+        view: &SchedulerView,
+        update: &TaskStatus,
+    ) -> Result<Vec<Decision>, PolicyError> {
+        let result = self.slot.call(
+            |pre, store| {
+                pre.instantiate(&mut *store)?
+                    .call_status(&mut *store, view, update)
+            },
+            |decisions| {
+                check_decisions(view, &decisions)?;
+                Ok(decisions)
+            },
+        );
+        self.remember(view);
+        result.map(|(d, _)| d)
+    }
+
+    fn remember(&self, view: &SchedulerView) {
+        if let Ok(mut last) = self.last_view.lock() {
+            *last = Some(Arc::new(view.clone()));
+        }
+    }
+
+    /// Every load and swap, oldest first.
+    pub fn history(&self) -> Vec<SwapRecord> {
+        self.slot.history()
+    }
+
+    /// The digest of the active policy.
+    pub fn active(&self) -> Option<String> {
+        self.slot.active().map(|l| l.digest.clone())
+    }
+}
+
+fn empty_view() -> SchedulerView {
+    SchedulerView {
+        now_ms: 0,
+        framework_id: String::new(),
+        role: String::new(),
+        offers: Vec::new(),
+        pending: Vec::new(),
+        tasks: Vec::new(),
+    }
+}
+
+fn overlaps(a: &PortRange, b: &PortRange) -> bool {
+    a.begin <= b.end && b.begin <= a.end
+}
+
+/// Validates decisions against a view: known offers, each used once, launches no larger
+/// than their offer (resources and host ports), well-formed task specs with new, unique
+/// ids of this framework, and not both suppress and revive.
+///
+/// # Errors
+///
+/// The first [`InvalidAnswer`] found.
+pub fn check_decisions(view: &SchedulerView, decisions: &[Decision]) -> Result<(), InvalidAnswer> {
+    let mut used = vec![false; view.offers.len()];
+    let mut ids: HashSet<&str> = view.tasks.iter().map(|t| t.spec.task_id.as_str()).collect();
+    let (mut suppress, mut revive) = (false, false);
+    let mut use_offer = |index: usize, offer: u32| -> Result<&ResourceOffer, InvalidAnswer> {
+        let o = view
+            .offers
+            .get(offer as usize)
+            .ok_or(InvalidAnswer::UnknownOffer { index, offer })?;
+        if std::mem::replace(&mut used[offer as usize], true) {
+            return Err(InvalidAnswer::OfferUsedTwice { offer });
+        }
+        Ok(o)
+    };
+    for (index, d) in decisions.iter().enumerate() {
+        match d {
+            Decision::Suppress => suppress = true,
+            Decision::Revive => revive = true,
+            Decision::Decline(dec) => {
+                use_offer(index, dec.offer)?;
+            }
+            Decision::Launch(launch) => {
+                let offer = use_offer(index, launch.offer)?;
+                if launch.tasks.is_empty() {
+                    return Err(InvalidAnswer::EmptyLaunch {
+                        offer: launch.offer,
+                    });
+                }
+                let (mut cpus, mut mem, mut disk) = (0u64, 0u64, 0u64);
+                let mut ports: Vec<PortRange> = Vec::new();
+                for t in &launch.tasks {
+                    let bad = |what| InvalidAnswer::BadTask {
+                        task_id: t.task_id.clone(),
+                        what,
+                    };
+                    if t.task_id.is_empty() {
+                        return Err(bad("empty task id"));
+                    }
+                    if t.framework_id != view.framework_id {
+                        return Err(bad("framework id is not this framework's"));
+                    }
+                    if t.image.is_empty() {
+                        return Err(bad("no image"));
+                    }
+                    if t.resources.cpus_milli == 0 && t.resources.mem_mb == 0 {
+                        return Err(bad("neither CPUs nor memory"));
+                    }
+                    if !ids.insert(t.task_id.as_str()) {
+                        return Err(InvalidAnswer::DuplicateTask {
+                            task_id: t.task_id.clone(),
+                        });
+                    }
+                    cpus = cpus.saturating_add(t.resources.cpus_milli);
+                    mem = mem.saturating_add(t.resources.mem_mb);
+                    disk = disk.saturating_add(t.resources.disk_mb);
+                    for p in &t.ports {
+                        let inside = p.begin <= p.end
+                            && offer
+                                .ports
+                                .iter()
+                                .any(|o| o.begin <= p.begin && p.end <= o.end);
+                        if !inside || ports.iter().any(|q| overlaps(p, q)) {
+                            return Err(InvalidAnswer::PortsNotOffered {
+                                task_id: t.task_id.clone(),
+                                offer: launch.offer,
+                            });
+                        }
+                        ports.push(*p);
+                    }
+                }
+                let r = &offer.resources;
+                if cpus > r.cpus_milli || mem > r.mem_mb || disk > r.disk_mb {
+                    return Err(InvalidAnswer::LaunchTooLarge {
+                        offer: launch.offer,
+                    });
+                }
+            }
+        }
+    }
+    if suppress && revive {
+        return Err(InvalidAnswer::SuppressAndRevive);
+    }
+    Ok(())
+}

@@ -1,0 +1,358 @@
+//! A slot holds one active policy, swaps it atomically between two calls, keeps its
+//! history and rolls back a new policy that keeps failing.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{Store, Trap};
+
+use crate::error::{PolicyError, SwapError};
+use crate::host::{imports_wasi, HostInner, LogSink, PolicyHost, StoreState};
+
+/// What a policy version is now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PolicyState {
+    /// Answers the slot's calls.
+    Active,
+    /// Replaced by a later swap.
+    Superseded,
+    /// Failed too often right after its swap; the policy before it is active again.
+    RolledBack,
+    /// Never became active: did not compile, did not fit the world, or failed its dry run.
+    Rejected,
+}
+
+impl std::fmt::Display for PolicyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PolicyState::Active => "active",
+            PolicyState::Superseded => "superseded",
+            PolicyState::RolledBack => "rolled back",
+            PolicyState::Rejected => "rejected",
+        })
+    }
+}
+
+/// One entry of a slot's history: one attempt to load a policy, and how it went since.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SwapRecord {
+    /// The slot's name, for example `allocator` or `framework/web`.
+    pub slot: String,
+    /// sha256 of the component's bytes, in hex.
+    pub digest: String,
+    /// Who asked for the swap.
+    pub who: String,
+    /// When the swap was asked for.
+    pub loaded_at: SystemTime,
+    pub state: PolicyState,
+    /// Calls answered validly.
+    pub calls: u64,
+    /// Calls whose result was discarded (traps, timeouts, memory cap, invalid answers).
+    pub errors: u64,
+    /// The latest error, or why the policy was rejected or rolled back.
+    pub last_error: Option<String>,
+    /// From the start of the swap to active (or rejected): compile, instantiate, dry run.
+    pub swap_time: Duration,
+}
+
+/// The world-specific part of a slot.
+pub(crate) trait World: Send + Sync + 'static {
+    const NAME: &'static str;
+    type Pre: Send + Sync + 'static;
+    fn pre(host: &HostInner, component: &Component) -> wasmtime::Result<Self::Pre>;
+    fn budget(host: &HostInner) -> Duration;
+}
+
+#[derive(Default)]
+struct Stats {
+    calls: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// A compiled, validated policy.
+pub(crate) struct Loaded<W: World> {
+    pub(crate) pre: W::Pre,
+    pub(crate) digest: String,
+    needs_wasi: bool,
+    log: Arc<LogSink>,
+    entry: usize,
+    stats: Arc<Stats>,
+    consecutive_errors: AtomicU32,
+    on_probation: AtomicBool,
+}
+
+struct Entry {
+    digest: String,
+    who: String,
+    loaded_at: SystemTime,
+    state: PolicyState,
+    stats: Arc<Stats>,
+    last_error: Option<String>,
+    swap_time: Duration,
+}
+
+struct State<W: World> {
+    history: Vec<Entry>,
+    /// The policy a new one replaced, kept while the new one is on probation.
+    previous: Option<Arc<Loaded<W>>>,
+}
+
+pub(crate) struct Slot<W: World> {
+    pub(crate) host: PolicyHost,
+    pub(crate) name: String,
+    active: ArcSwapOption<Loaded<W>>,
+    state: Mutex<State<W>>,
+    swap_lock: Mutex<()>,
+}
+
+/// sha256 of `bytes` in hex.
+pub fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks leaves plain bookkeeping behind; go on with it.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl<W: World> Slot<W> {
+    pub(crate) fn new(host: &PolicyHost, name: &str) -> Self {
+        Slot {
+            host: host.clone(),
+            name: name.to_owned(),
+            active: ArcSwapOption::empty(),
+            state: Mutex::new(State {
+                history: Vec::new(),
+                previous: None,
+            }),
+            swap_lock: Mutex::new(()),
+        }
+    }
+
+    /// The active policy, if any.
+    pub(crate) fn active(&self) -> Option<Arc<Loaded<W>>> {
+        self.active.load_full()
+    }
+
+    /// Compiles `bytes`, dry-runs it with `dry_run` and makes it active; see
+    /// [`crate::AllocatorSlot::swap`].
+    pub(crate) fn swap(
+        &self,
+        bytes: &[u8],
+        who: &str,
+        dry_run: impl FnOnce(&Self, &Loaded<W>) -> Result<(), PolicyError>,
+    ) -> Result<SwapRecord, SwapError> {
+        let _one_at_a_time = lock(&self.swap_lock);
+        let started = Instant::now();
+        let loaded_at = SystemTime::now();
+        let digest = digest(bytes);
+        let host = &self.host.inner;
+        let entry = lock(&self.state).history.len();
+        let stats = Arc::new(Stats::default());
+
+        let prepared = host
+            .compile(bytes)
+            .map_err(|e| SwapError::Compile {
+                digest: digest.clone(),
+                message: format!("{e:#}"),
+            })
+            .and_then(|component| {
+                let needs_wasi = imports_wasi(&host.engine, &component);
+                W::pre(host, &component)
+                    .map(|pre| (pre, needs_wasi))
+                    .map_err(|e| SwapError::World {
+                        digest: digest.clone(),
+                        world: W::NAME,
+                        message: format!("{e:#}"),
+                    })
+            })
+            .and_then(|(pre, needs_wasi)| {
+                let loaded = Loaded {
+                    pre,
+                    digest: digest.clone(),
+                    needs_wasi,
+                    log: Arc::new(LogSink::new(&self.name, &digest, &host.config)),
+                    entry,
+                    stats: stats.clone(),
+                    consecutive_errors: AtomicU32::new(0),
+                    on_probation: AtomicBool::new(false),
+                };
+                match dry_run(self, &loaded) {
+                    Ok(()) => Ok(loaded),
+                    Err(source) => Err(SwapError::DryRun {
+                        digest: digest.clone(),
+                        source,
+                    }),
+                }
+            });
+
+        let mut state = lock(&self.state);
+        let mut record = Entry {
+            digest: digest.clone(),
+            who: who.to_owned(),
+            loaded_at,
+            state: PolicyState::Rejected,
+            stats,
+            last_error: None,
+            swap_time: started.elapsed(),
+        };
+        match prepared {
+            Err(e) => {
+                // A rejection counts as the policy's error, whatever its cause.
+                record.stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(slot = %self.name, policy = %short(&digest), %who, error = %e, "policy rejected");
+                record.last_error = Some(e.to_string());
+                state.history.push(record);
+                Err(e)
+            }
+            Ok(loaded) => {
+                let loaded = Arc::new(loaded);
+                let old = self.active.swap(Some(loaded.clone()));
+                if let Some(old) = &old {
+                    state.history[old.entry].state = PolicyState::Superseded;
+                }
+                loaded.on_probation.store(old.is_some(), Ordering::Release);
+                state.previous = old;
+                record.state = PolicyState::Active;
+                record.swap_time = started.elapsed();
+                tracing::info!(slot = %self.name, policy = %short(&digest), %who, swap_ms = record.swap_time.as_secs_f64() * 1e3, "policy active");
+                state.history.push(record);
+                Ok(snapshot(&self.name, &state.history[entry]))
+            }
+        }
+    }
+
+    /// The history of every load and swap, oldest first.
+    pub(crate) fn history(&self) -> Vec<SwapRecord> {
+        lock(&self.state)
+            .history
+            .iter()
+            .map(|e| snapshot(&self.name, e))
+            .collect()
+    }
+
+    /// Runs one call on `loaded` in a fresh store; classifies failures. Does not count.
+    pub(crate) fn run<R>(
+        &self,
+        loaded: &Loaded<W>,
+        call: impl FnOnce(&W::Pre, &mut Store<StoreState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PolicyError> {
+        let host = &self.host.inner;
+        let budget = W::budget(host);
+        let mut store = host.store(budget, loaded.log.clone(), loaded.needs_wasi);
+        let result = call(&loaded.pre, &mut store);
+        store.data().finish_log();
+        result.map_err(|e| {
+            if store.data().limiter.hit {
+                PolicyError::MemoryCap {
+                    limit: host.config.memory_limit,
+                }
+            } else if matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+                PolicyError::Timeout { budget }
+            } else {
+                PolicyError::Trap {
+                    message: format!("{e:#}"),
+                }
+            }
+        })
+    }
+
+    /// Runs one call on the active policy and validates its answer with `check`; counts
+    /// the outcome against the policy, and rolls a failing new policy back.
+    pub(crate) fn call<R, T>(
+        &self,
+        call: impl FnOnce(&W::Pre, &mut Store<StoreState>) -> wasmtime::Result<R>,
+        check: impl FnOnce(R) -> Result<T, PolicyError>,
+    ) -> Result<(T, Arc<Loaded<W>>), PolicyError> {
+        let loaded = self.active.load_full().ok_or_else(|| PolicyError::Empty {
+            slot: self.name.clone(),
+        })?;
+        match self.run(&loaded, call).and_then(check) {
+            Ok(answer) => {
+                self.succeeded(&loaded);
+                Ok((answer, loaded))
+            }
+            Err(e) => {
+                self.failed(&loaded, &e);
+                Err(e)
+            }
+        }
+    }
+
+    fn succeeded(&self, loaded: &Arc<Loaded<W>>) {
+        let calls = loaded.stats.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        loaded.consecutive_errors.store(0, Ordering::Relaxed);
+        if calls >= u64::from(self.host.inner.config.probation_calls)
+            && loaded
+                .on_probation
+                .compare_exchange(true, false, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            let mut state = lock(&self.state);
+            if self.is_active(loaded) {
+                state.previous = None;
+            }
+        }
+    }
+
+    fn is_active(&self, loaded: &Arc<Loaded<W>>) -> bool {
+        self.active
+            .load()
+            .as_ref()
+            .is_some_and(|a| Arc::ptr_eq(a, loaded))
+    }
+
+    fn failed(&self, loaded: &Arc<Loaded<W>>, error: &PolicyError) {
+        loaded.stats.errors.fetch_add(1, Ordering::Relaxed);
+        let in_a_row = loaded.consecutive_errors.fetch_add(1, Ordering::AcqRel) + 1;
+        tracing::warn!(slot = %self.name, policy = %short(&loaded.digest), %error, in_a_row, "policy call failed");
+        let mut state = lock(&self.state);
+        if let Some(e) = state.history.get_mut(loaded.entry) {
+            e.last_error = Some(error.to_string());
+        }
+        let rollback = in_a_row >= self.host.inner.config.rollback_after
+            && loaded.on_probation.load(Ordering::Acquire)
+            && self.is_active(loaded);
+        if !rollback {
+            return;
+        }
+        let Some(previous) = state.previous.take() else {
+            return;
+        };
+        loaded.on_probation.store(false, Ordering::Release);
+        previous.consecutive_errors.store(0, Ordering::Relaxed);
+        self.active.store(Some(previous.clone()));
+        if let Some(e) = state.history.get_mut(loaded.entry) {
+            e.state = PolicyState::RolledBack;
+            e.last_error = Some(format!(
+                "rolled back after {in_a_row} failed calls in a row: {error}"
+            ));
+        }
+        if let Some(e) = state.history.get_mut(previous.entry) {
+            e.state = PolicyState::Active;
+        }
+        tracing::warn!(slot = %self.name, policy = %short(&loaded.digest), restored = %short(&previous.digest), "policy rolled back");
+    }
+}
+
+fn snapshot(slot: &str, e: &Entry) -> SwapRecord {
+    SwapRecord {
+        slot: slot.to_owned(),
+        digest: e.digest.clone(),
+        who: e.who.clone(),
+        loaded_at: e.loaded_at,
+        state: e.state,
+        calls: e.stats.calls.load(Ordering::Relaxed),
+        errors: e.stats.errors.load(Ordering::Relaxed),
+        last_error: e.last_error.clone(),
+        swap_time: e.swap_time,
+    }
+}
+
+fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
+}
