@@ -245,9 +245,20 @@ fn http_api_metrics_and_web_ui_against_a_running_cluster() {
         "HTTP and CLI tasks differ"
     );
 
-    // Frameworks and policies: lists (empty until those issues land).
+    // Frameworks: a list (empty until frameworks land). Policies: the allocator slot with
+    // the built-in DRF active and answering allocation cycles.
     assert!(get_ok_json(master_http, "/api/v1/frameworks").is_array());
-    assert!(get_ok_json(master_http, "/api/v1/policies").is_array());
+    let policies = get_ok_json(master_http, "/api/v1/policies");
+    let slot = &policies[0];
+    assert_eq!(slot["slot"], "allocator", "{policies}");
+    assert_eq!(slot["active"]["who"], "built-in", "{policies}");
+    assert_eq!(slot["history"][0]["state"], "active", "{policies}");
+    assert!(
+        slot["active"]["digest"]
+            .as_str()
+            .is_some_and(|d| d.len() == 64),
+        "{policies}"
+    );
 
     // State: everything together, with the addresses.
     let state = get_ok_json(master_http, "/api/v1/state");

@@ -135,7 +135,7 @@ fn tasks_run_report_and_fail_with_clear_errors() {
         "task",
         "run",
         "--image",
-        "corral/does-not-exist:1",
+        "127.0.0.1:1/corral/does-not-exist:1",
         "--id",
         &noimage_id,
         "--wait",
@@ -148,7 +148,7 @@ fn tasks_run_report_and_fail_with_clear_errors() {
     assert!(
         t["message"]
             .as_str()
-            .is_some_and(|m| m.contains("corral/does-not-exist:1")),
+            .is_some_and(|m| m.contains("127.0.0.1:1/corral/does-not-exist:1")),
         "{t}"
     );
 }

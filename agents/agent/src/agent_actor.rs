@@ -260,6 +260,25 @@ impl Actor for AgentActor {
             }));
         }
         ctx.run_interval(Duration::from_millis(250), |act, _| act.retry_due());
+        // Finished containers (and their logs) go once the retention period has passed.
+        let retention = self.config.retention;
+        let every = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        ctx.run_interval(every, move |act, ctx| {
+            let Some(agent_id) = act.agent_id.clone() else {
+                return;
+            };
+            let containerizer = act.containerizer.clone();
+            ctx.spawn(
+                async move {
+                    match containerizer.remove_finished(&agent_id, retention).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(removed = n, "finished containers removed"),
+                        Err(e) => tracing::warn!(error = %e, "cannot remove finished containers"),
+                    }
+                }
+                .into_actor(act),
+            );
+        });
     }
 }
 

@@ -30,6 +30,8 @@ pub struct AgentConfig {
     pub max_frame: usize,
     /// What runs the tasks.
     pub containerizer: ContainerizerKind,
+    /// How long a finished task's container (and its logs) is kept before removal.
+    pub retention: Duration,
     /// TCP address for `/metrics` and `/health`; `None` serves no HTTP.
     pub http: Option<SocketAddr>,
 }

@@ -81,7 +81,11 @@ fn demand_classes(frameworks: &[Framework]) -> (Vec<usize>, Vec<usize>) {
         }
         class[i] = classes;
     }
-    let n = if frameworks.is_empty() { 0 } else { classes + 1 };
+    let n = if frameworks.is_empty() {
+        0
+    } else {
+        classes + 1
+    };
     (class, vec![0usize; n])
 }
 

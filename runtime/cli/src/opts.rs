@@ -163,6 +163,9 @@ pub struct AgentOpts {
     /// What runs tasks: Docker containers, or simulated ones (for scale tests).
     #[arg(long, value_enum, default_value_t = ContainerizerOpt::Docker)]
     pub containerizer: ContainerizerOpt,
+    /// How long a finished task's container and logs are kept.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub retention: Duration,
     /// With the simulated containerizer: how long each task runs.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub sim_run_time: Duration,
@@ -331,6 +334,7 @@ fn agent_config(o: &AgentOpts) -> corral_agent::AgentConfig {
         backoff_max: o.backoff_max,
         max_frame: corral_wire::DEFAULT_MAX_FRAME,
         http: o.http.0,
+        retention: o.retention,
         containerizer: match o.containerizer {
             ContainerizerOpt::Docker => corral_agent::ContainerizerKind::Docker,
             ContainerizerOpt::Simulated => {
@@ -398,6 +402,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     hostname: None,
                     backoff_max: Duration::from_secs(5),
                     containerizer: ContainerizerOpt::Docker,
+                    retention: Duration::from_secs(3600),
                     sim_run_time: Duration::from_secs(1),
                     http: HttpListen(Some(([127, 0, 0, 1], 5052).into())),
                 };

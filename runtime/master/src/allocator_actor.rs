@@ -57,6 +57,17 @@ impl AllocatorActor {
         .map(|res, act, _| {
             act.in_cycle = false;
             act.cycles += 1;
+            if let Some((result, took)) = &res {
+                let m = &crate::http::metrics::METRICS;
+                m.allocation_cycle.observe(took.as_secs_f64());
+                m.policy_calls.inc("allocator");
+                m.policy_call_seconds
+                    .observe("allocator", took.as_secs_f64());
+                match result {
+                    Ok(a) => m.offers_made.inc_by(a.offers.len() as u64),
+                    Err(_) => m.policy_errors.inc("allocator"),
+                }
+            }
             match res {
                 Some((Ok(allocation), took)) => {
                     tracing::trace!(

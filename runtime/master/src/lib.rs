@@ -96,7 +96,12 @@ impl Master {
             config.clone(),
         ));
         let http_addr = match config.http {
-            Some(addr) => Some(http::start(addr, registry.clone(), local_addr)?),
+            Some(addr) => Some(http::start(
+                addr,
+                registry.clone(),
+                allocator.clone(),
+                local_addr,
+            )?),
             None => None,
         };
         tracing::info!(addr = %local_addr, state = %config.state_dir.display(), "master listening");

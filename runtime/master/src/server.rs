@@ -68,24 +68,13 @@ async fn serve_connection(conn: quinn::Connection, services: Services, config: M
         actix::spawn(async move {
             let mut send = FramedSend::new(send);
             let mut recv = FramedRecv::new(recv, max_frame);
-            if let Err(e) = serve_stream(
-                &conn,
-                &mut send,
-                recv_first(&mut recv).await,
-                recv,
-                services,
-                hb,
-            )
-            .await
+            if let Err(e) =
+                serve_stream(&conn, &mut send, recv.recv().await, recv, services, hb).await
             {
                 reject(&conn, &mut send, &e).await;
             }
         });
     }
-}
-
-async fn recv_first(recv: &mut FramedRecv) -> Result<Option<Body>, TransportError> {
-    recv.recv().await
 }
 
 /// Sends the peer the error it caused and closes its connection.

@@ -22,6 +22,15 @@ pub struct PolicyConfig {
     /// 8 MiB for 50,000 agents × 6,000 frameworks; 256 MiB leaves room for larger views
     /// and slower languages while bounding what a hostile policy can take.
     pub memory_limit: usize,
+    /// The most policy calls in flight at once over all slots of a host: the size of the
+    /// instance pool. More calls wait for a place. A call is milliseconds of CPU work, so a
+    /// few per core suffice; 64 leaves room for many schedulers waiting on one allocator.
+    pub concurrent_calls: u32,
+    /// How much of a pooled instance's memory stays resident between calls (zeroed in
+    /// place rather than returned to the kernel). The wasm DRF uses a few MiB at
+    /// 10,000 agents; 16 MiB keeps that warm at a cost of at most 16 MiB × `concurrent_calls`
+    /// of resident memory.
+    pub pool_keep_resident: usize,
     /// A newly swapped policy that fails this many calls in a row, while on probation, is
     /// rolled back to the one it replaced.
     pub rollback_after: u32,
@@ -47,6 +56,8 @@ impl Default for PolicyConfig {
             allocator_budget: Duration::from_millis(250),
             scheduler_budget: Duration::from_millis(50),
             memory_limit: 256 << 20,
+            concurrent_calls: 64,
+            pool_keep_resident: 16 << 20,
             rollback_after: 3,
             probation_calls: 10,
             log_lines_per_call: 32,
@@ -71,6 +82,8 @@ pub enum ConfigError {
     },
     #[error("policy memory limit must be at least 1 MiB, got {0} bytes")]
     MemoryLimit(usize),
+    #[error("policy concurrent calls must be between 1 and 1024, got {0}")]
+    ConcurrentCalls(u32),
     #[error("policy rollback-after and probation-calls must be at least 1")]
     Probation,
 }
@@ -100,6 +113,9 @@ impl PolicyConfig {
         }
         if self.memory_limit < 1 << 20 {
             return Err(ConfigError::MemoryLimit(self.memory_limit));
+        }
+        if self.concurrent_calls == 0 || self.concurrent_calls > 1024 {
+            return Err(ConfigError::ConcurrentCalls(self.concurrent_calls));
         }
         if self.rollback_after == 0 || self.probation_calls == 0 {
             return Err(ConfigError::Probation);

@@ -1,11 +1,13 @@
 //! The shared engine, the epoch ticker and the per-call store.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, ResourceLimiter, Store};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::allocator::corral::policy::log::{self, Level};
@@ -22,6 +24,12 @@ pub(crate) struct HostInner {
     pub(crate) engine: Engine,
     pub(crate) config: PolicyConfig,
     pub(crate) linker: Linker<StoreState>,
+    /// Calls in flight, at most [`PolicyConfig::concurrent_calls`] (the size of the
+    /// instance pool): a call waits here rather than fail on an exhausted pool.
+    calls: Mutex<u32>,
+    call_done: Condvar,
+    /// Compiled components by digest (see [`HostInner::compile`]).
+    compiled: Mutex<Vec<(String, Component)>>,
     /// Dropping this ends the ticker thread.
     _ticker: mpsc::Sender<()>,
 }
@@ -47,9 +55,26 @@ impl PolicyHost {
     pub fn new(config: PolicyConfig) -> Result<Self, HostError> {
         config.validate()?;
         let mut wasm = Config::new();
+        // Instances come from a pool: every call still gets a fresh instance (fresh memory,
+        // globals and tables), but from slots reused across calls, and the first
+        // `pool_keep_resident` bytes of a slot's memory are zeroed in place when the call
+        // ends instead of being returned to the kernel, so that the next call does not
+        // page-fault its memory in again.
+        let calls = config.concurrent_calls;
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(calls)
+            .total_core_instances(calls.saturating_mul(16))
+            .total_memories(calls.saturating_mul(4))
+            .total_tables(calls.saturating_mul(16))
+            .total_stacks(calls)
+            .max_memory_size(config.memory_limit)
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .linear_memory_keep_resident(config.pool_keep_resident)
+            .table_keep_resident(64 << 10);
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
-            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+            .cranelift_opt_level(wasmtime::OptLevel::Speed)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm).map_err(|e| HostError::Engine(format!("{e:#}")))?;
 
         let mut linker = Linker::<StoreState>::new(&engine);
@@ -75,6 +100,9 @@ impl PolicyHost {
                 engine,
                 config,
                 linker,
+                calls: Mutex::new(0),
+                call_done: Condvar::new(),
+                compiled: Mutex::new(Vec::new()),
                 _ticker: stop,
             }),
         })
@@ -91,10 +119,62 @@ impl PolicyHost {
     }
 }
 
+/// The most elements a policy's table may have (the pool reserves this many per table).
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// How many compiled components the host keeps by digest.
+const COMPILED_CACHE: usize = 8;
+
+/// A call's place in the instance pool; see [`HostInner::permit`].
+pub(crate) struct CallPermit<'a>(&'a HostInner);
+
+impl Drop for CallPermit<'_> {
+    fn drop(&mut self) {
+        let mut calls = self.0.calls.lock().unwrap_or_else(|p| p.into_inner());
+        *calls -= 1;
+        self.0.call_done.notify_one();
+    }
+}
+
 impl HostInner {
-    /// Compiles a component.
-    pub(crate) fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
-        Component::new(&self.engine, bytes)
+    /// Compiles a component, or takes it from the cache of the last
+    /// [`COMPILED_CACHE`] components compiled (keyed by the sha256 `digest` of `bytes`:
+    /// the same bytes compile to the same code, so a swap back to a recent version skips
+    /// compilation; everything after it, instantiation and dry run, is done again).
+    pub(crate) fn compile(&self, bytes: &[u8], digest: &str) -> wasmtime::Result<Component> {
+        let cached = |c: &mut Vec<(String, Component)>| {
+            let i = c.iter().position(|(d, _)| d == digest)?;
+            let hit = c.remove(i);
+            let component = hit.1.clone();
+            c.push(hit);
+            Some(component)
+        };
+        if let Some(c) = cached(&mut self.compiled.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(c);
+        }
+        let component = Component::new(&self.engine, bytes)?;
+        let mut compiled = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+        if cached(&mut compiled).is_none() {
+            if compiled.len() >= COMPILED_CACHE {
+                compiled.remove(0);
+            }
+            compiled.push((digest.to_owned(), component.clone()));
+        }
+        Ok(component)
+    }
+
+    /// Waits for a place in the instance pool; hold it for as long as the call's store
+    /// lives (declare it before the store, so that it is dropped after it).
+    pub(crate) fn permit(&self) -> CallPermit<'_> {
+        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        while *calls >= self.config.concurrent_calls {
+            calls = self
+                .call_done
+                .wait(calls)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        *calls += 1;
+        CallPermit(self)
     }
 
     /// A fresh store for one call: memory cap, time budget, deny-all WASI, log budget.
@@ -208,7 +288,7 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
 

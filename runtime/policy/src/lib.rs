@@ -8,12 +8,14 @@
 //! # Model
 //!
 //! - One [`PolicyHost`] per master: one wasmtime engine (components compiled once, shared
-//!   by every slot) and a thread that ticks the engine's epoch every
+//!   by every slot, the latest few kept by digest so that a swap back skips compilation;
+//!   at most [`PolicyConfig::concurrent_calls`] calls in flight) and a thread that ticks the engine's epoch every
 //!   [`PolicyConfig::epoch_tick`].
 //! - One slot per policy: an [`AllocatorSlot`] for the cluster and one [`SchedulerSlot`]
 //!   per framework. A slot holds the active policy and its history ([`SwapRecord`]).
 //! - Every call instantiates the policy afresh (microseconds, from a pre-instantiated
-//!   component) in a store with a memory cap and a time budget, so no state survives a call:
+//!   component, into a slot of the engine's instance pool whose memory is zeroed between
+//!   calls) in a store with a memory cap and a time budget, so no state survives a call:
 //!   a policy is a function of its view and a swap loses nothing. A policy that imports WASI
 //!   gets a deny-all context (no files, sockets, environment; clocks that stand still;
 //!   seeded randomness), so the same view always gives the same answer.

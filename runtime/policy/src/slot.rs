@@ -155,7 +155,7 @@ impl<W: World> Slot<W> {
         let stats = Arc::new(Stats::default());
 
         let prepared = host
-            .compile(bytes)
+            .compile(bytes, &digest)
             .map_err(|e| SwapError::Compile {
                 digest: digest.clone(),
                 message: format!("{e:#}"),
@@ -243,6 +243,7 @@ impl<W: World> Slot<W> {
     ) -> Result<R, PolicyError> {
         let host = &self.host.inner;
         let budget = W::budget(host);
+        let _permit = host.permit();
         let mut store = host.store(budget, loaded.log.clone(), loaded.needs_wasi);
         let result = call(&loaded.pre, &mut store);
         store.data().finish_log();

@@ -86,8 +86,36 @@ pub fn frameworks() -> Value {
     Value::Array(Vec::new())
 }
 
-/// The policy slots and their swap history. Empty until the policy host is wired in;
-/// the shape is documented in `docs/api.md`.
-pub fn policies() -> Value {
-    Value::Array(Vec::new())
+/// The policy slots and their swap history, as documented in `docs/api.md`. Today the one
+/// slot is the allocator.
+pub fn policies(allocator: &[corral_policy::SwapRecord]) -> Value {
+    let record = |r: &corral_policy::SwapRecord| {
+        json!({
+            "digest": r.digest,
+            "who": r.who,
+            "loaded_at_ms": r.loaded_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            "state": r.state.to_string().replace(' ', "_"),
+            "calls": r.calls,
+            "errors": r.errors,
+            "last_error": r.last_error,
+            "swap_ms": r.swap_time.as_secs_f64() * 1000.0,
+        })
+    };
+    let active = allocator
+        .iter()
+        .rev()
+        .find(|r| r.state == corral_policy::PolicyState::Active)
+        .map(|r| {
+            json!({
+                "digest": r.digest, "who": r.who,
+                "loaded_at_ms": r.loaded_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+                "calls": r.calls, "errors": r.errors,
+            })
+        });
+    json!([{
+        "slot": "allocator",
+        "kind": "allocator",
+        "active": active,
+        "history": allocator.iter().map(record).collect::<Vec<_>>(),
+    }])
 }

@@ -28,6 +28,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use tracing::Instrument;
 
+use crate::allocator_actor::{AllocatorActor, AllocatorHistory};
 use crate::registry_actor::{ListAgents, ListTasks, RegistryActor};
 
 /// The web UI: one file, no build step.
@@ -47,6 +48,7 @@ pub struct HttpError {
 /// What every request handler needs.
 struct Ctx {
     registry: Addr<RegistryActor>,
+    allocator: Addr<AllocatorActor>,
     quic_addr: SocketAddr,
     http_addr: SocketAddr,
     started_ms: u64,
@@ -60,6 +62,7 @@ struct Ctx {
 pub fn start(
     addr: SocketAddr,
     registry: Addr<RegistryActor>,
+    allocator: Addr<AllocatorActor>,
     quic_addr: SocketAddr,
 ) -> Result<SocketAddr, HttpError> {
     let bind = || -> std::io::Result<tokio::net::TcpListener> {
@@ -73,6 +76,7 @@ pub fn start(
         .map_err(|source| HttpError { addr, source })?;
     let ctx = Rc::new(Ctx {
         registry,
+        allocator,
         quic_addr,
         http_addr,
         started_ms: crate::now_ms(),
@@ -202,15 +206,19 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Response<Full<Bytes>> {
             Err(_) => unavailable(),
         },
         "/api/v1/frameworks" => json_response(StatusCode::OK, &api::frameworks()),
-        "/api/v1/policies" => json_response(StatusCode::OK, &api::policies()),
+        "/api/v1/policies" => match ctx.allocator.send(AllocatorHistory).await {
+            Ok(history) => json_response(StatusCode::OK, &api::policies(&history)),
+            Err(_) => unavailable(),
+        },
         "/api/v1/state" => {
-            let (Ok(agents), Ok(tasks)) = (
+            let (Ok(agents), Ok(tasks), Ok(history)) = (
                 registry.send(ListAgents).await,
                 registry
                     .send(ListTasks {
                         framework_id: String::new(),
                     })
                     .await,
+                ctx.allocator.send(AllocatorHistory).await,
             ) else {
                 return unavailable();
             };
@@ -225,7 +233,7 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Response<Full<Bytes>> {
                     "agents": agents.iter().map(api::agent).collect::<Vec<_>>(),
                     "frameworks": api::frameworks(),
                     "tasks": tasks.iter().map(api::task).collect::<Vec<_>>(),
-                    "policies": api::policies(),
+                    "policies": api::policies(&history),
                 }),
             )
         }
