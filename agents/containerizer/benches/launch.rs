@@ -19,8 +19,10 @@ use corral_wire::pb::{self, TaskSpec, TaskState, TaskStatus};
 use tokio::sync::mpsc;
 
 const IMAGE: &str = "corral/busybox:test";
-const SEQUENTIAL: usize = 20;
-const CONCURRENT: usize = 50;
+/// Launches measured one after another, and at once, by `cargo bench`. `cargo test
+/// --benches` (which does not pass `--bench`) runs a smoke test of a few instead.
+const SEQUENTIAL_FULL: usize = 20;
+const CONCURRENT_FULL: usize = 50;
 const BASELINE_LABEL: &str = "corral.bench";
 
 fn spec(task_id: &str) -> TaskSpec {
@@ -144,6 +146,12 @@ async fn cleanup(docker: &Docker, run_id: &str, agent_id: &str) {
 
 #[tokio::main]
 async fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (sequential, concurrent) = if full {
+        (SEQUENTIAL_FULL, CONCURRENT_FULL)
+    } else {
+        (3, 5)
+    };
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -168,9 +176,9 @@ async fn main() {
     docker_run(&run_id, 9999).await;
 
     // Sequential, interleaved so that drift in the engine hits both alike.
-    let mut ours = Vec::with_capacity(SEQUENTIAL);
-    let mut cli = Vec::with_capacity(SEQUENTIAL);
-    for i in 0..SEQUENTIAL {
+    let mut ours = Vec::with_capacity(sequential);
+    let mut cli = Vec::with_capacity(sequential);
+    for i in 0..sequential {
         let id = format!("seq-{run_id}-{i}");
         let started = Instant::now();
         c.launch(spec(&id), &agent_id)
@@ -184,7 +192,7 @@ async fn main() {
     cleanup(&docker, &run_id, &agent_id).await;
 
     // Concurrent.
-    let ids: Vec<String> = (0..CONCURRENT)
+    let ids: Vec<String> = (0..concurrent)
         .map(|i| format!("con-{run_id}-{i}"))
         .collect();
     let started = Instant::now();
@@ -198,19 +206,19 @@ async fn main() {
     cleanup(&docker, &run_id, &agent_id).await;
 
     let started = Instant::now();
-    futures::future::join_all((0..CONCURRENT).map(|i| docker_run(&run_id, 1000 + i))).await;
+    futures::future::join_all((0..concurrent).map(|i| docker_run(&run_id, 1000 + i))).await;
     let cli_total = started.elapsed();
     cleanup(&docker, &run_id, &agent_id).await;
 
     println!();
-    println!("launch latency, median of {SEQUENTIAL} sequential (request to RUNNING):");
+    println!("launch latency, median of {sequential} sequential (request to RUNNING):");
     println!("  corral docker containerizer  {:8.1} ms", ms(ours_med));
     println!("  docker run -d                {:8.1} ms", ms(cli_med));
     println!(
         "  ratio                        {:8.2}  (goal <= 1.2)",
         ms(ours_med) / ms(cli_med)
     );
-    println!("total of {CONCURRENT} concurrent launches:");
+    println!("total of {concurrent} concurrent launches:");
     println!("  corral docker containerizer  {:8.1} ms", ms(ours_total));
     println!("  docker run -d                {:8.1} ms", ms(cli_total));
     println!(

@@ -68,10 +68,16 @@ async fn serve_connection(conn: quinn::Connection, services: Services, config: M
         actix::spawn(async move {
             let mut send = FramedSend::new(send);
             let mut recv = FramedRecv::new(recv, max_frame);
-            if let Err(e) =
-                serve_stream(&conn, &mut send, recv.recv().await, recv, services, hb).await
-            {
-                reject(&conn, &mut send, &e).await;
+            let first = recv.recv().await;
+            match serve_stream(&conn, &mut send, first, recv, services, hb).await {
+                Ok(()) => {}
+                // The peer went away: nothing to tell it.
+                Err(
+                    e @ (TransportError::Connection(_)
+                    | TransportError::Write(_)
+                    | TransportError::Read(_)),
+                ) => tracing::debug!(error = %e, "stream ended"),
+                Err(e) => reject(&conn, &mut send, &e).await,
             }
         });
     }

@@ -132,10 +132,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Swap: read the file, compile, instantiate, dry-run on the latest view (10k × 1k).
     slot.allocate(&view(10_000, 1_000))?;
     let path = std::path::Path::new(fixtures::DRF);
-    let swap = time(runs, || slot.swap_file(path, "bench"));
+    let swap = time(runs, || {
+        slot.swap_file(path, "bench")
+            .unwrap_or_else(|e| panic!("swap failed: {e}"))
+    });
     println!(
-        "swap, file to active (Rust DRF, dry run on 10k×1k): median {}",
+        "swap, file to active, version compiled before (Rust DRF, dry run on 10k×1k): median {}",
         ms(swap)
+    );
+    // A version never seen before: the same component with a custom section that makes its
+    // digest new, so the swap compiles it (what an operator's new policy costs).
+    let mut version = 0u64;
+    let cold = time(runs, || {
+        version += 1;
+        let mut bytes = std::fs::read(path).unwrap_or_default();
+        let name = b"corral-bench";
+        bytes.push(0); // custom section
+        bytes.push((1 + name.len() + 8) as u8);
+        bytes.push(name.len() as u8);
+        bytes.extend_from_slice(name);
+        bytes.extend_from_slice(&version.to_le_bytes());
+        slot.swap(&bytes, "bench")
+            .unwrap_or_else(|e| panic!("swap of a new version failed: {e}"))
+    });
+    println!(
+        "swap, file to active, new version (compile included, dry run on 10k×1k): median {}",
+        ms(cold)
     );
     Ok(())
 }
