@@ -11,35 +11,19 @@ use crate::opts::ClientOpts;
 /// Sends one request and returns the master's answer, or a one-line error saying where it
 /// tried.
 pub fn request(opts: &ClientOpts, kind: Kind) -> anyhow::Result<R> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(async {
-        let ca = opts.ca_path();
-        let endpoint = corral_transport::client_endpoint(&ca).with_context(|| {
-            format!(
-                "cannot use the cluster CA {} (pass --ca with the master's ca.pem)",
-                ca.display()
-            )
-        })?;
-        let conn =
-            corral_transport::connect(&endpoint, opts.master, Duration::from_secs(3)).await?;
-        let (mut send, mut recv) = open_stream(&conn, corral_wire::DEFAULT_MAX_FRAME).await?;
-        send.send_body(Body::Request(pb::Request { kind: Some(kind) }))
-            .await?;
-        send.finish();
-        let answer = match recv.recv().await? {
-            Some(Body::Response(pb::Response {
-                kind: Some(R::Error(e)),
-            })) => Err(anyhow!("{} ({})", e.message, e.code)),
-            Some(Body::Response(pb::Response { kind: Some(kind) })) => Ok(kind),
-            _ => Err(anyhow!("the master at {} sent no answer", opts.master)),
-        };
-        conn.close(0u32.into(), b"done");
-        endpoint.wait_idle().await;
-        answer
-    })
+    let mut answer = None;
+    stream(opts, kind, |body| {
+        answer = Some(body);
+        Ok(false)
+    })?;
+    match answer {
+        Some(Body::Response(pb::Response {
+            kind: Some(R::Error(e)),
+        }))
+        | Some(Body::Error(e)) => Err(anyhow!("{} ({})", e.message, e.code)),
+        Some(Body::Response(pb::Response { kind: Some(kind) })) => Ok(kind),
+        _ => Err(anyhow!("the master at {} sent no answer", opts.master)),
+    }
 }
 
 /// The agents the master knows.

@@ -11,6 +11,8 @@ use serde_json::{json, Value};
 
 use crate::opts::{parse_duration, ClientOpts};
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum TaskCmd {
     /// Place one task on an agent with room and launch it.

@@ -4,6 +4,9 @@
 //! argument (milliseconds since the Unix epoch); calls return the events they caused and
 //! the actors in `corral-master` and `corral-agent` do the IO around them.
 
+// Tests unwrap freely: a panic is how a test fails.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod agents;
 pub mod drf;
 pub mod resources;

@@ -16,6 +16,9 @@
 //! assert_eq!(back, msg);
 //! ```
 
+// Tests unwrap freely: a panic is how a test fails.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod frame;
 
 pub use frame::{encode_frame, FrameDecoder, FrameError, DEFAULT_MAX_FRAME, FRAME_HEADER};
