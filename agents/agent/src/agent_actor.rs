@@ -308,15 +308,7 @@ impl Handler<GetRegistration> for AgentActor {
             agent_id: self.agent_id.clone().unwrap_or_default(),
             hostname: self.config.hostname.clone(),
             total: Some((&self.config.resources).into()),
-            attributes: self
-                .config
-                .attributes
-                .iter()
-                .map(|(k, v)| pb::Attribute {
-                    key: k.clone(),
-                    value: v.clone(),
-                })
-                .collect(),
+            attributes: corral_core::agents::attributes_to_pb(&self.config.attributes),
             tasks: self.tasks.values().cloned().collect(),
         })
     }

@@ -32,16 +32,6 @@ pub enum PolicyCmd {
     },
 }
 
-fn ago(ms: u64) -> String {
-    let now = corral_master::now_ms();
-    let secs = now.saturating_sub(ms) / 1000;
-    match secs {
-        0..=59 => format!("{secs}s ago"),
-        60..=3599 => format!("{}m ago", secs / 60),
-        _ => format!("{}h ago", secs / 3600),
-    }
-}
-
 fn record_json(r: &pb::PolicyRecord) -> serde_json::Value {
     json!({
         "slot": r.slot, "digest": r.digest, "who": r.who, "loaded_at_ms": r.loaded_at_ms,
@@ -75,7 +65,7 @@ pub fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
                         r.slot.clone(),
                         r.digest.chars().take(12).collect(),
                         r.state.clone(),
-                        ago(r.loaded_at_ms),
+                        crate::table::ago(r.loaded_at_ms),
                         r.who.clone(),
                         r.calls.to_string(),
                         r.errors.to_string(),

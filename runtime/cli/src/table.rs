@@ -17,11 +17,9 @@ fn state_name(state: i32) -> &'static str {
     }
 }
 
-fn ago(ms: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+/// How long ago a time in milliseconds since the Unix epoch was, for people.
+pub fn ago(ms: u64) -> String {
+    let now = corral_master::now_ms();
     let secs = now.saturating_sub(ms) / 1000;
     match secs {
         0..=59 => format!("{secs}s ago"),

@@ -7,7 +7,10 @@ use anyhow::{anyhow, bail, Context as _};
 use clap::{Args, Subcommand, ValueEnum};
 use corral_core::format_cpus;
 use corral_wire::pb::{self, envelope::Body, request::Kind, response::Kind as R};
-use serde_json::{json, Value};
+use serde_json::json;
+
+// One JSON shape for a task, shared with the master's HTTP API.
+use corral_master::http::api::{task as task_json, task_state as state_name};
 
 use crate::opts::{parse_duration, ClientOpts};
 
@@ -264,47 +267,6 @@ fn list(client: &ClientOpts, framework: &str) -> anyhow::Result<Vec<pb::TaskInfo
         R::Tasks(t) => Ok(t.tasks),
         other => Err(anyhow!("unexpected answer from the master: {other:?}")),
     }
-}
-
-/// A task's state name, as Mesos names it.
-pub fn state_name(status: Option<&pb::TaskStatus>) -> &'static str {
-    status
-        .and_then(|s| pb::TaskState::try_from(s.state).ok())
-        .map(|s| s.as_str_name())
-        .unwrap_or("TASK_UNKNOWN")
-}
-
-fn reason_name(status: &pb::TaskStatus) -> &'static str {
-    pb::TaskReason::try_from(status.reason)
-        .ok()
-        .filter(|r| *r != pb::TaskReason::ReasonUnspecified)
-        .map(|r| r.as_str_name())
-        .unwrap_or("")
-}
-
-/// A task as JSON.
-pub fn task_json(t: &pb::TaskInfo) -> Value {
-    let spec = t.spec.clone().unwrap_or_default();
-    let status = t.status.clone().unwrap_or_default();
-    let res = spec.resources.clone().unwrap_or_default();
-    json!({
-        "id": spec.task_id,
-        "name": spec.name,
-        "framework_id": spec.framework_id,
-        "agent_id": status.agent_id,
-        "image": spec.image,
-        "state": state_name(t.status.as_ref()),
-        "reason": reason_name(&status),
-        "message": status.message,
-        "exit_code": status.exit_code,
-        "healthy": status.healthy,
-        "cpus": res.cpus_milli as f64 / 1000.0,
-        "mem_mb": res.mem_mb,
-        "ports": spec.port_mappings.iter().map(|p| json!({
-            "container_port": p.container_port, "host_port": p.host_port, "protocol": p.protocol, "host_ip": p.host_ip,
-        })).collect::<Vec<_>>(),
-        "updated_ms": status.timestamp_ms,
-    })
 }
 
 fn wait_terminal(client: &ClientOpts, task_id: &str) -> anyhow::Result<pb::TaskInfo> {

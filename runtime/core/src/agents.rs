@@ -84,6 +84,17 @@ pub enum AgentError {
     InvalidId(String),
 }
 
+/// Attributes in their wire form.
+pub fn attributes_to_pb(attributes: &BTreeMap<String, String>) -> Vec<corral_wire::pb::Attribute> {
+    attributes
+        .iter()
+        .map(|(k, v)| corral_wire::pb::Attribute {
+            key: k.clone(),
+            value: v.clone(),
+        })
+        .collect()
+}
+
 /// Whether `id` is a well-formed agent id.
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty()

@@ -291,14 +291,7 @@ pub fn agent_info(a: &corral_core::agents::AgentEntry) -> pb::AgentInfo {
         address: a.address.clone(),
         total: Some((&a.total).into()),
         used: Some((&a.used).into()),
-        attributes: a
-            .attributes
-            .iter()
-            .map(|(k, v)| pb::Attribute {
-                key: k.clone(),
-                value: v.clone(),
-            })
-            .collect(),
+        attributes: corral_core::agents::attributes_to_pb(&a.attributes),
         state: match a.state {
             corral_core::agents::AgentState::Active => pb::AgentState::AgentActive,
             corral_core::agents::AgentState::Unreachable => pb::AgentState::AgentUnreachable,
