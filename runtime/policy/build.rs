@@ -1,10 +1,12 @@
-//! Builds every policy in `policies/` from source and hands their paths to the crate.
+//! Builds every policy in `policies/` and every example scheduler in `examples/` from
+//! source and hands their paths to the crate.
 //!
-//! The pattern is wasmtime's `crates/test-programs`: a nested `cargo build` of the
-//! `policies/` workspace for wasm32 with its own target dir (`<target>/wasm-policies`, so it
-//! never waits on the outer build's lock and is shared by every profile), the C policy built
-//! with clang and `wit-bindgen c` output generated here, and components made with the
-//! `wit-component` crate. The paths land in `$OUT_DIR/fixtures.rs` as constants.
+//! The pattern is wasmtime's `crates/test-programs`: nested `cargo build`s of the
+//! `policies/` and `examples/` workspaces for wasm32 with their own target dir
+//! (`<target>/wasm-policies`, so they never wait on the outer build's lock and are shared by
+//! every profile), the C policies built with clang and `wit-bindgen c` output generated
+//! here, and components made with the `wit-component` crate. Every component is copied to
+//! `$OUT_DIR/components/` and its path lands in `$OUT_DIR/fixtures.rs` as a constant.
 
 use std::env;
 use std::fmt::Write as _;
@@ -29,6 +31,7 @@ fn run() -> Result<()> {
         .ok_or("no workspace root above runtime/policy")?
         .to_path_buf();
     let policies = root.join("policies");
+    let examples = root.join("examples");
     let wit = root.join("wit");
     let out = PathBuf::from(env::var("OUT_DIR")?);
     // OUT_DIR is <target>[/<triple>]/<profile>/build/<pkg>/out.
@@ -38,15 +41,15 @@ fn run() -> Result<()> {
         .ok_or("OUT_DIR is not inside a target dir")?
         .join("wasm-policies");
 
-    for dir in [&policies, &wit] {
+    for dir in [&policies, &examples, &wit] {
         println!("cargo:rerun-if-changed={}", dir.display());
     }
     println!("cargo:rerun-if-changed=build.rs");
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let nested = |args: &[&str]| -> Result<()> {
+    let nested = |dir: &Path, args: &[&str]| -> Result<()> {
         let mut cmd = Command::new(&cargo);
-        cmd.current_dir(&policies)
+        cmd.current_dir(dir)
             .args(["build", "--release", "--target-dir"])
             .arg(&target_dir)
             .args(args);
@@ -65,31 +68,42 @@ fn run() -> Result<()> {
         let status = cmd.status()?;
         if !status.success() {
             return Err(format!(
-                "`cargo build {}` in policies/ failed ({status}); the targets wasm32-unknown-unknown and wasm32-wasip2 must be installed (`rustup target add wasm32-unknown-unknown wasm32-wasip2`)",
-                args.join(" ")
+                "`cargo build {}` in {} failed ({status}); the targets wasm32-unknown-unknown and wasm32-wasip2 must be installed (`rustup target add wasm32-unknown-unknown wasm32-wasip2`)",
+                args.join(" "),
+                dir.display()
             )
             .into());
         }
         Ok(())
     };
-    nested(&[
-        "--target",
-        "wasm32-unknown-unknown",
-        "--workspace",
-        "--lib",
-        "--examples",
-    ])?;
-    nested(&[
-        "--target",
-        "wasm32-wasip2",
-        "-p",
-        "corral-policy-bin-pack",
-        "-p",
-        "corral-policy-fixtures",
-        "--lib",
-        "--example",
-        "wasi-probe",
-    ])?;
+    nested(
+        &policies,
+        &[
+            "--target",
+            "wasm32-unknown-unknown",
+            "--workspace",
+            "--lib",
+            "--examples",
+        ],
+    )?;
+    nested(
+        &examples,
+        &["--target", "wasm32-unknown-unknown", "--workspace", "--lib"],
+    )?;
+    nested(
+        &policies,
+        &[
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "corral-policy-bin-pack",
+            "-p",
+            "corral-policy-fixtures",
+            "--lib",
+            "--example",
+            "wasi-probe",
+        ],
+    )?;
 
     let core = target_dir.join("wasm32-unknown-unknown/release");
     let p2 = target_dir.join("wasm32-wasip2/release");
@@ -97,7 +111,13 @@ fn run() -> Result<()> {
     fs::create_dir_all(&components)?;
 
     let mut consts = String::new();
-    let mut emit = |name: &str, doc: &str, path: &Path| -> Result<()> {
+    // Writes a component to `components/<name>.wasm` and its path as constant `NAME`.
+    let mut emit = |name: &str, doc: &str, component: &[u8]| -> Result<()> {
+        let path = components.join(format!("{}.wasm", name.to_lowercase()));
+        // Unchanged bytes keep their mtime, so `include_bytes!` users do not rebuild.
+        if fs::read(&path).ok().as_deref() != Some(component) {
+            fs::write(&path, component)?;
+        }
         writeln!(consts, "/// {doc}")?;
         writeln!(
             consts,
@@ -116,8 +136,33 @@ fn run() -> Result<()> {
         ),
         (
             "FIRST_FIT",
-            "First-fit scheduler (Rust).",
+            "First-fit scheduler (Rust; run-to-completion `[[task]]` workload).",
             core.join("corral_policy_first_fit.wasm"),
+        ),
+        (
+            "SPREAD",
+            "Spread scheduler (Rust; run-to-completion `[[task]]` workload).",
+            core.join("corral_policy_spread.wasm"),
+        ),
+        (
+            "BATCH",
+            "The `batch` example: commands with retries and a failure tolerance (Rust).",
+            core.join("corral_example_batch.wasm"),
+        ),
+        (
+            "SERVICE",
+            "The `service` example: N instances spread across agents, rolling updates (Rust).",
+            core.join("corral_example_service.wasm"),
+        ),
+        (
+            "SERVICE_BIN_PACK",
+            "The `service` example built with bin-pack placement (Rust).",
+            core.join("corral_example_service_bin_pack.wasm"),
+        ),
+        (
+            "BAD_SCHEDULER",
+            "Hostile scheduler: invalid decisions (mode chosen by its workload).",
+            core.join("examples/bad_scheduler.wasm"),
         ),
         (
             "ENDLESS_LOOP",
@@ -156,50 +201,58 @@ fn run() -> Result<()> {
             .module(&bytes)?
             .validate(true)
             .encode()?;
-        let path = components.join(format!("{}.wasm", name.to_lowercase()));
-        fs::write(&path, component)?;
-        emit(name, doc, &path)?;
+        emit(name, doc, &component)?;
     }
 
     // wasm32-wasip2 builds are components already (and import WASI).
-    emit(
-        "BIN_PACK",
-        "Bin-pack scheduler (Rust, wasm32-wasip2: imports WASI).",
-        &p2.join("corral_policy_bin_pack.wasm"),
-    )?;
-    emit(
-        "WASI_PROBE",
-        "Reads clock, randomness, environment and files through WASI and reports them.",
-        &p2.join("examples/wasi_probe.wasm"),
-    )?;
+    let wasip2: &[(&str, &str, PathBuf)] = &[
+        (
+            "BIN_PACK",
+            "Bin-pack scheduler (Rust, wasm32-wasip2: imports WASI; run-to-completion `[[task]]` workload).",
+            p2.join("corral_policy_bin_pack.wasm"),
+        ),
+        (
+            "WASI_PROBE",
+            "Reads clock, randomness, environment and files through WASI and reports them.",
+            p2.join("examples/wasi_probe.wasm"),
+        ),
+    ];
+    for (name, doc, path) in wasip2 {
+        let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        emit(name, doc, &bytes)?;
+    }
 
-    // The C twin of the DRF allocator.
-    let drf_c = build_c(&wit, &policies.join("c"), &out)?;
-    let path = components.join("drf_c.wasm");
-    fs::write(&path, drf_c)?;
+    // C policies: the twin of the DRF allocator and the `hello` example scheduler.
+    let drf_c = build_c(&wit, "allocator", &policies.join("c/drf.c"), &out)?;
     emit(
         "DRF_C",
         "Weighted DRF allocator (C, same decisions as `DRF`).",
-        &path,
+        &drf_c,
+    )?;
+    let hello = build_c(&wit, "scheduler", &examples.join("hello/hello.c"), &out)?;
+    emit(
+        "HELLO",
+        "The `hello` example: COUNT containers that echo a message, then complete (C).",
+        &hello,
     )?;
 
     fs::write(out.join("fixtures.rs"), consts)?;
     Ok(())
 }
 
-/// Generates `wit-bindgen c` bindings for the allocator world, compiles `drf.c` with clang
+/// Generates `wit-bindgen c` bindings for `world`, compiles `source` with them using clang
 /// and returns the component.
-fn build_c(wit: &Path, src: &Path, out: &Path) -> Result<Vec<u8>> {
+fn build_c(wit: &Path, world: &str, source: &Path, out: &Path) -> Result<Vec<u8>> {
     let mut resolve = wit_parser::Resolve::default();
     let (pkg, _) = resolve.push_path(wit)?;
-    let world = resolve.select_world(&[pkg], Some("allocator"))?;
+    let world_id = resolve.select_world(&[pkg], Some(world))?;
     let mut files = wit_bindgen_core::Files::default();
     wit_bindgen_c::Opts::default()
         .build()
-        .generate(&mut resolve, world, &mut files)?;
-    let gen = out.join("c");
+        .generate(&mut resolve, world_id, &mut files)?;
+    let gen = out.join(format!("c-{world}"));
     fs::create_dir_all(&gen)?;
-    let mut inputs = vec![src.join("drf.c")];
+    let mut inputs = vec![source.to_path_buf()];
     for (name, contents) in files.iter() {
         let path = gen.join(name);
         fs::write(&path, contents)?;
@@ -207,7 +260,11 @@ fn build_c(wit: &Path, src: &Path, out: &Path) -> Result<Vec<u8>> {
             inputs.push(path);
         }
     }
-    let module = out.join("drf_c.core.wasm");
+    let stem = source
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or("C source without a name")?;
+    let module = out.join(format!("{stem}.core.wasm"));
     let clang = env::var("CORRAL_CLANG").unwrap_or_else(|_| "clang".into());
     let status = Command::new(&clang)
         .args([
@@ -230,7 +287,7 @@ fn build_c(wit: &Path, src: &Path, out: &Path) -> Result<Vec<u8>> {
             )
         })?;
     if !status.success() {
-        return Err(format!("{clang} failed on policies/c/drf.c ({status})").into());
+        return Err(format!("{clang} failed on {} ({status})", source.display()).into());
     }
     let bytes = fs::read(&module)?;
     Ok(wit_component::ComponentEncoder::default()

@@ -44,7 +44,9 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if std::env::var_os("CORRAL_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
@@ -68,7 +70,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(args: &[String], log: PathBuf) -> Self {
+    pub fn spawn(args: &[String], log: PathBuf) -> Self {
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file");
         let child = Command::new(corral_bin())
@@ -174,13 +176,15 @@ impl Master {
             self.ca().display().to_string(),
             "--state".into(),
             state.display().to_string(),
-            "--cpus".into(),
-            "2".into(),
-            "--mem".into(),
-            "2048".into(),
             "--backoff-max".into(),
             "500ms".into(),
         ];
+        // 2 CPUs and 2 GB unless the test says otherwise.
+        for (flag, default) in [("--cpus", "2"), ("--mem", "2048")] {
+            if !extra.contains(&flag) {
+                args.extend([flag.to_string(), default.to_string()]);
+            }
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         no_default_http(&mut args);
         std::fs::create_dir_all(state).expect("agent state dir");

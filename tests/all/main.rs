@@ -5,6 +5,8 @@
 
 mod bad_input;
 mod cluster;
+mod durability;
+mod frameworks;
 mod harness;
 mod http;
 mod policy;

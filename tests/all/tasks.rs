@@ -174,7 +174,13 @@ fn status_updates_reach_a_master_that_was_down_when_the_task_ended() {
         task(&master, &id).is_some_and(|t| t["state"] == "TASK_RUNNING")
     });
 
-    // The master dies; the task finishes while it is gone.
+    // A second task is launched and the master dies at once, before the agent's updates
+    // for it (starting, running, finished) can be acknowledged.
+    let quick = unique("quick");
+    let out = run(&master, &["--id", &quick, "--", "sh", "-c", "echo quick"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The master dies; the tasks finish while it is gone.
     master.proc.kill9();
     wait_for(
         "the agent to checkpoint the finished task",
@@ -191,6 +197,14 @@ fn status_updates_reach_a_master_that_was_down_when_the_task_ended() {
         "the update to reach the restarted master",
         Duration::from_secs(20),
         || task(&master, &id).is_some_and(|t| t["state"] == "TASK_FINISHED" && t["exit_code"] == 0),
+    );
+    wait_for(
+        "the quick task's updates to reach the restarted master",
+        Duration::from_secs(20),
+        || {
+            task(&master, &quick)
+                .is_some_and(|t| t["state"] == "TASK_FINISHED" && t["exit_code"] == 0)
+        },
     );
     drop(agent);
 }

@@ -102,7 +102,9 @@ pub use docker::{DockerConfig, DockerContainerizer};
 pub use simulated::{
     SimulatedConfig, SimulatedContainerizer, SIM_EXIT_CODE_LABEL, SIM_RUN_MS_LABEL,
 };
-pub use spec::{validate_spec, AgentCapacity, SpecError, MIN_CPUS_MILLI, MIN_MEM_MB};
+pub use spec::{
+    validate_spec, AgentCapacity, SpecError, GENERATION_LABEL, MIN_CPUS_MILLI, MIN_MEM_MB,
+};
 pub use util::container_name;
 
 /// Label carrying the task id on every container Corral starts.

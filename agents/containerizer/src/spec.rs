@@ -14,6 +14,10 @@ pub const MIN_MEM_MB: u64 = 6;
 
 const MAX_ID_LEN: usize = 200;
 
+/// The one `corral.` label a spec may carry: the workload generation the master stamps
+/// on each task a framework launches.
+pub const GENERATION_LABEL: &str = "corral.generation";
+
 /// What an agent has free for one task: the resources a spec is checked against.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AgentCapacity {
@@ -94,8 +98,8 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> Result<(), SpecE
 /// engine's minimum ([`MIN_CPUS_MILLI`], [`MIN_MEM_MB`]) or above what is free; disk above
 /// what is free; port ranges and host ports outside the agent's free ports; malformed port
 /// mappings; port mappings with a network mode other than bridge; volume paths that are
-/// not absolute or contain `..`; invalid volume names; empty or reserved (`corral.`) label
-/// keys; malformed environment variables; and health checks without a check, port or
+/// not absolute or contain `..`; invalid volume names; empty or reserved (`corral.`, but
+/// for [`GENERATION_LABEL`]) label keys; malformed environment variables; and health checks without a check, port or
 /// command.
 ///
 /// # Errors
@@ -390,7 +394,7 @@ fn check_key_values(field: &str, items: &[pb::KeyValue], env: bool) -> Result<()
         if kv.key.contains('\0') || kv.value.contains('\0') {
             return err(key_field, "must not contain a NUL byte");
         }
-        if !env && kv.key.starts_with("corral.") {
+        if !env && kv.key.starts_with("corral.") && kv.key != GENERATION_LABEL {
             return err(
                 key_field,
                 format!("{:?}: keys starting with \"corral.\" are reserved", kv.key),

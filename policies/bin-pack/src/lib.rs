@@ -1,23 +1,24 @@
-//! Bin-pack scheduler: each pending task, in order, goes on the offer it leaves with the
-//! least room (best fit, so that whole agents stay free for large tasks). Otherwise as
-//! first-fit. Built for `wasm32-wasip2`: it runs under the host's deny-all WASI context.
+//! Bin-pack scheduler: each task that should run goes on the offer it leaves the least room
+//! in, so agents fill up before empty ones are used. Built for `wasm32-wasip2`: it runs
+//! under the host's deny-all WASI context.
+//!
+//! The workload is a list of run-to-completion `[[task]]` entries with retries (see
+//! `corral_scheduler_sdk::generic` and policies/README.md); the framework completes
+//! when every task has finished and fails when a task runs out of retries.
 
-wit_bindgen::generate!({ path: "../../wit", world: "scheduler", generate_all });
-
-mod place {
-    include!("../../shared/place.rs");
-}
+use corral_scheduler_sdk::place::Strategy;
+use corral_scheduler_sdk::{export_scheduler, generic, Decision, Guest, SchedulerView, TaskStatus};
 
 struct BinPack;
 
 impl Guest for BinPack {
     fn schedule(view: SchedulerView) -> Vec<Decision> {
-        place::schedule(view, place::Choice::BestFit)
+        generic::decide(&view, Strategy::BinPack)
     }
 
-    fn status(_view: SchedulerView, update: TaskStatus) -> Vec<Decision> {
-        place::on_status(&update)
+    fn status(view: SchedulerView, _updates: Vec<TaskStatus>) -> Vec<Decision> {
+        generic::decide(&view, Strategy::BinPack)
     }
 }
 
-export!(BinPack);
+export_scheduler!(BinPack);

@@ -1,24 +1,23 @@
-//! First-fit scheduler: each pending task, in order, goes on the first offer that still
-//! has room for it (resources and host ports). Offers left unused are declined for five
-//! seconds; with nothing pending, the framework suppresses itself; a task that failed or
-//! was lost revives it, so that the host's retry gets offers again.
+//! First-fit scheduler: each task that should run goes on the first offer (in the view's
+//! order) with room for its resources and host ports.
+//!
+//! The workload is a list of run-to-completion `[[task]]` entries with retries (see
+//! `corral_scheduler_sdk::generic` and policies/README.md); the framework completes
+//! when every task has finished and fails when a task runs out of retries.
 
-wit_bindgen::generate!({ path: "../../wit", world: "scheduler", generate_all });
-
-mod place {
-    include!("../../shared/place.rs");
-}
+use corral_scheduler_sdk::place::Strategy;
+use corral_scheduler_sdk::{export_scheduler, generic, Decision, Guest, SchedulerView, TaskStatus};
 
 struct FirstFit;
 
 impl Guest for FirstFit {
     fn schedule(view: SchedulerView) -> Vec<Decision> {
-        place::schedule(view, place::Choice::FirstFit)
+        generic::decide(&view, Strategy::FirstFit)
     }
 
-    fn status(_view: SchedulerView, update: TaskStatus) -> Vec<Decision> {
-        place::on_status(&update)
+    fn status(view: SchedulerView, _updates: Vec<TaskStatus>) -> Vec<Decision> {
+        generic::decide(&view, Strategy::FirstFit)
     }
 }
 
-export!(FirstFit);
+export_scheduler!(FirstFit);

@@ -90,3 +90,61 @@ pub fn stream_many(
         result
     })
 }
+
+/// Bytes of a component per frame: well under the master's default frame limit.
+const CHUNK: usize = 1 << 20;
+
+/// Sends `header` and then `bytes` in `PolicyChunk`s on one stream, and returns the
+/// master's answer.
+pub fn upload(opts: &ClientOpts, header: Kind, bytes: &[u8]) -> anyhow::Result<R> {
+    let mut kinds = vec![header];
+    let pieces: Vec<&[u8]> = if bytes.is_empty() {
+        vec![&[][..]]
+    } else {
+        bytes.chunks(CHUNK).collect()
+    };
+    let n = pieces.len();
+    for (i, piece) in pieces.into_iter().enumerate() {
+        kinds.push(Kind::PolicyChunk(pb::PolicyChunk {
+            data: piece.to_vec(),
+            last: i + 1 == n,
+        }));
+    }
+    let mut answer = None;
+    stream_many(opts, kinds, |body| {
+        answer = Some(body);
+        Ok(false)
+    })?;
+    match answer {
+        Some(Body::Response(pb::Response {
+            kind: Some(R::Error(e)),
+        }))
+        | Some(Body::Error(e)) => Err(anyhow!("{} ({})", e.message, e.code)),
+        Some(Body::Response(pb::Response { kind: Some(kind) })) => Ok(kind),
+        _ => Err(anyhow!("the master at {} sent no answer", opts.master)),
+    }
+}
+
+/// Reads a policy component: a file, or the name of one built into `corral`.
+pub fn component(arg: &std::path::Path) -> anyhow::Result<(Vec<u8>, String)> {
+    if arg.exists() {
+        let bytes = std::fs::read(arg).with_context(|| format!("cannot read {}", arg.display()))?;
+        return Ok((bytes, arg.display().to_string()));
+    }
+    let name = arg.to_string_lossy();
+    if let Some(bytes) = corral_policy::builtin::scheduler(&name) {
+        return Ok((bytes.to_vec(), format!("built-in {name}")));
+    }
+    if name == "drf" {
+        return Ok((corral_policy::builtin::DRF.to_vec(), "built-in drf".into()));
+    }
+    let names: Vec<&str> = corral_policy::builtin::SCHEDULERS
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(["drf"])
+        .collect();
+    Err(crate::opts::usage(format!(
+        "{name}: no such file, and not a built-in policy (built-ins: {})",
+        names.join(", ")
+    )))
+}

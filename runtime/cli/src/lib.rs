@@ -6,6 +6,7 @@
 
 mod bench;
 mod client;
+mod framework;
 mod opts;
 mod policy;
 mod table;

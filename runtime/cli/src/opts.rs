@@ -56,8 +56,14 @@ pub enum LogFormat {
 pub enum Command {
     /// Run a master.
     Master(MasterOpts),
-    /// Run an agent that joins a master.
-    Agent(AgentOpts),
+    /// Run an agent that joins a master; or drain or undrain one.
+    #[command(args_conflicts_with_subcommands = true)]
+    Agent {
+        #[command(subcommand)]
+        cmd: Option<AgentCmd>,
+        #[command(flatten)]
+        opts: AgentOpts,
+    },
     /// Run a master and one agent on this machine until Ctrl-C.
     Up(UpOpts),
     /// List the agents a master knows.
@@ -66,6 +72,11 @@ pub enum Command {
     Policy {
         #[command(subcommand)]
         cmd: crate::policy::PolicyCmd,
+    },
+    /// Submit, list, show, update and kill frameworks.
+    Framework {
+        #[command(subcommand)]
+        cmd: crate::framework::FrameworkCmd,
     },
     /// Run, list, kill and read the logs of tasks.
     Task {
@@ -80,10 +91,38 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AgentCmd {
+    /// Stop offering an agent's resources and ask its frameworks to move their tasks off
+    /// it; what still runs there at the deadline is killed.
+    Drain {
+        #[command(flatten)]
+        client: ClientOpts,
+        /// The agent's id.
+        id: String,
+        /// How long frameworks have to move their tasks (default 5m).
+        #[arg(long, value_parser = parse_duration)]
+        deadline: Option<Duration>,
+    },
+    /// Offer a drained agent's resources again.
+    Undrain {
+        #[command(flatten)]
+        client: ClientOpts,
+        /// The agent's id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum BenchCmd {
     /// Messages per second and round-trip latency over one QUIC connection to a real master
     /// process started for the benchmark.
     Wire(crate::bench::WireOpts),
+    /// Placements per second end to end (submitted → RUNNING) with the `hello` framework
+    /// on simulated agents over QUIC, against a real master process.
+    Placements(crate::bench::PlacementsOpts),
+    /// Master restart time (kill -9, then start) with a large registry of simulated
+    /// agents and tasks, until every agent has re-registered.
+    Restart(crate::bench::RestartOpts),
 }
 
 /// Where Corral keeps state when no folder is named: `$CORRAL_HOME`, else `~/.corral`.
@@ -201,6 +240,18 @@ pub struct UpOpts {
     /// UDP address for the master.
     #[arg(long, default_value = "127.0.0.1:5050")]
     pub listen: SocketAddr,
+    /// TCP address for the master's HTTP API and web UI, or `off`.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5051", value_parser = parse_http)]
+    pub http: HttpListen,
+    /// TCP address for the agent's /metrics, or `off`.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5052", value_parser = parse_http)]
+    pub agent_http: HttpListen,
+    /// The image the `hello` example runs once the cluster is up.
+    #[arg(long, default_value = "busybox:latest")]
+    pub hello_image: String,
+    /// Do not run the `hello` example.
+    #[arg(long)]
+    pub no_hello: bool,
 }
 
 /// How a client command reaches the master.
@@ -373,7 +424,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             })
         }
-        Command::Agent(o) => {
+        Command::Agent { cmd: Some(cmd), .. } => agent_cmd(cmd),
+        Command::Agent { cmd: None, opts: o } => {
             let config = agent_config(&o);
             config.validate().map_err(usage)?;
             actix::System::new().block_on(async move {
@@ -386,6 +438,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let master = corral_master::MasterConfig {
                 listen: o.listen,
                 state_dir: root.join("master"),
+                http: o.http.0,
                 ..Default::default()
             };
             actix::System::new().block_on(async move {
@@ -404,7 +457,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     containerizer: ContainerizerOpt::Docker,
                     retention: Duration::from_secs(3600),
                     sim_run_time: Duration::from_secs(1),
-                    http: HttpListen(Some(([127, 0, 0, 1], 5052).into())),
+                    http: o.agent_http,
                 };
                 let config = agent_config(&agent_opts);
                 config.validate().map_err(usage)?;
@@ -414,7 +467,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     m.local_addr,
                     root.display()
                 );
-                println!("try: corral agents");
+                if let Some(http) = m.http_addr {
+                    println!("web ui and api on http://{http}/");
+                }
+                if !o.no_hello {
+                    let client = ClientOpts {
+                        master: m.local_addr,
+                        ca: Some(master.state_dir.join(corral_transport::pki::CA_FILE)),
+                        json: false,
+                    };
+                    let image = o.hello_image.clone();
+                    tokio::select! {
+                        r = run_hello(m.registry.clone(), client, image) => {
+                            if let Err(e) = r {
+                                println!("the hello example did not run: {e:#}");
+                            }
+                        }
+                        r = ctrl_c() => { r?; m.shutdown(); return Ok(()); }
+                    }
+                }
+                println!("try: corral agents, corral framework list, corral task list");
                 println!("press Ctrl-C to stop");
                 ctrl_c().await?;
                 m.shutdown();
@@ -434,9 +506,132 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Task { cmd } => crate::task::run(cmd),
+        Command::Framework { cmd } => crate::framework::run(cmd),
         Command::Policy { cmd } => crate::policy::run(cmd),
         Command::Bench { which } => match which {
             BenchCmd::Wire(o) => crate::bench::wire(&o),
+            BenchCmd::Placements(o) => crate::bench::placements(&o),
+            BenchCmd::Restart(o) => crate::bench::restart(&o),
         },
     }
+}
+
+fn agent_cmd(cmd: AgentCmd) -> anyhow::Result<()> {
+    use corral_wire::pb::{self, request::Kind, response::Kind as R};
+    let (client, kind, done) = match cmd {
+        AgentCmd::Drain {
+            client,
+            id,
+            deadline,
+        } => {
+            let deadline_ms = deadline.map(|d| d.as_millis() as u64).unwrap_or(0);
+            let done = format!(
+                "agent {id} is draining: no new offers; what still runs there {} is killed",
+                deadline
+                    .map(|d| format!("after {d:?}"))
+                    .unwrap_or_else(|| "after 5m".into())
+            );
+            (
+                client,
+                Kind::AgentDrain(pb::AgentDrain {
+                    agent_id: id,
+                    deadline_ms,
+                }),
+                done,
+            )
+        }
+        AgentCmd::Undrain { client, id } => {
+            let done = format!("agent {id} is no longer draining");
+            (
+                client,
+                Kind::AgentUndrain(pb::AgentUndrain { agent_id: id }),
+                done,
+            )
+        }
+    };
+    match crate::client::request(&client, kind)? {
+        R::Ok(_) => {
+            println!("{done}");
+            Ok(())
+        }
+        other => Err(anyhow::anyhow!(
+            "unexpected answer from the master: {other:?}"
+        )),
+    }
+}
+
+/// The workload `corral up` gives the `hello` example.
+fn hello_workload(image: &str) -> String {
+    format!("# the hello example, as `corral up` runs it\ncount = 3\nimage = {image:?}\nmessage = \"Hello from Corral!\"\n")
+}
+
+/// Waits for the agent, submits the `hello` example and waits for it to end.
+async fn run_hello(
+    registry: actix::Addr<corral_master::registry_actor::RegistryActor>,
+    client: ClientOpts,
+    image: String,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let agents = registry
+            .send(corral_master::registry_actor::ListAgents)
+            .await
+            .context("the master stopped")?;
+        if !agents.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("the agent did not register within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("running the hello example: 3 containers of {image} (corral framework show hello)");
+    let f = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        use corral_wire::pb::{self, request::Kind, response::Kind as R};
+        let bytes = corral_policy::builtin::scheduler("hello")
+            .ok_or_else(|| anyhow::anyhow!("this corral was built without the hello scheduler"))?;
+        let header = Kind::FrameworkSubmit(pb::FrameworkSubmit {
+            name: "hello".into(),
+            workload: hello_workload(&image),
+            who: "corral up".into(),
+            size: bytes.len() as u64,
+            ..Default::default()
+        });
+        let id = match crate::client::upload(&client, header, bytes)? {
+            R::Framework(f) => f.framework_id,
+            other => anyhow::bail!("unexpected answer from the master: {other:?}"),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(600);
+        loop {
+            let list = match crate::client::request(
+                &client,
+                Kind::ListFrameworks(pb::ListFrameworks { name: id.clone() }),
+            )? {
+                R::Frameworks(l) => l.frameworks,
+                other => anyhow::bail!("unexpected answer from the master: {other:?}"),
+            };
+            if let Some(f) = list.into_iter().next() {
+                if f.state != pb::FrameworkState::FrameworkActive as i32 {
+                    return Ok(f);
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("hello is still running after 10 minutes");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+    .await
+    .context("the hello example's thread failed")??;
+    println!(
+        "hello {}{}",
+        corral_master::http::api::framework_state(f.state),
+        if f.message.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", f.message)
+        }
+    );
+    println!("see its output: corral task list --framework hello, then corral task logs ID");
+    Ok(())
 }

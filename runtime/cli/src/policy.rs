@@ -2,15 +2,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{anyhow, bail};
 use clap::Subcommand;
-use corral_wire::pb::{self, envelope::Body, request::Kind, response::Kind as R};
+use corral_wire::pb::{self, request::Kind, response::Kind as R};
 use serde_json::json;
 
 use crate::opts::ClientOpts;
-
-/// Bytes of a component per frame: well under the master's default frame limit.
-const CHUNK: usize = 1 << 20;
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCmd {
@@ -19,15 +16,16 @@ pub enum PolicyCmd {
         #[command(flatten)]
         client: ClientOpts,
     },
-    /// Replace the policy in SLOT (`allocator`) with a component, while the cluster runs.
-    /// The master compiles and dry-runs it first; a policy that fails is rejected and the
-    /// active one stays.
+    /// Replace the policy in SLOT (`allocator` or `framework/NAME`) with a component, while
+    /// the cluster runs. The master compiles and dry-runs it first; a policy that fails is
+    /// rejected and the active one stays.
     Swap {
         #[command(flatten)]
         client: ClientOpts,
-        /// The slot: `allocator`.
+        /// The slot: `allocator` or `framework/NAME`.
         slot: String,
-        /// The WebAssembly component.
+        /// The WebAssembly component: a file, or a built-in policy's name (`drf`, `spread`,
+        /// `bin-pack`, `service`, …).
         file: PathBuf,
     },
 }
@@ -92,54 +90,32 @@ pub fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
             Ok(())
         }
         PolicyCmd::Swap { client, slot, file } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let (bytes, label) = crate::client::component(&file)?;
             let who = format!(
                 "{}@cli",
                 std::env::var("USER").unwrap_or_else(|_| "operator".to_owned())
             );
-            let mut chunks: Vec<Kind> = vec![Kind::PolicySwap(pb::PolicySwap {
+            let header = Kind::PolicySwap(pb::PolicySwap {
                 slot: slot.clone(),
                 who,
                 size: bytes.len() as u64,
-            })];
-            let pieces: Vec<&[u8]> = if bytes.is_empty() {
-                vec![&[][..]]
-            } else {
-                bytes.chunks(CHUNK).collect()
-            };
-            let n = pieces.len();
-            for (i, piece) in pieces.into_iter().enumerate() {
-                chunks.push(Kind::PolicyChunk(pb::PolicyChunk {
-                    data: piece.to_vec(),
-                    last: i + 1 == n,
-                }));
-            }
-            let mut answer = None;
-            crate::client::stream_many(&client, chunks, |body| {
-                answer = Some(body);
-                Ok(false)
-            })?;
-            match answer {
-                Some(Body::Response(pb::Response {
-                    kind: Some(R::Swapped(r)),
-                })) => {
+            });
+            match crate::client::upload(&client, header, &bytes)
+                .map_err(|e| anyhow!("swap rejected: {e}"))?
+            {
+                R::Swapped(r) => {
                     if client.json {
                         println!("{}", record_json(&r));
                     } else {
                         println!(
-                            "{} is now {} (digest {}, swapped in {:.1} ms)",
+                            "{} is now {label} (digest {}, swapped in {:.1} ms)",
                             r.slot,
-                            file.display(),
                             &r.digest.chars().take(12).collect::<String>(),
                             r.swap_time_us as f64 / 1000.0
                         );
                     }
                     Ok(())
                 }
-                Some(Body::Response(pb::Response {
-                    kind: Some(R::Error(e)),
-                })) => Err(anyhow!("swap rejected: {} ({})", e.message, e.code)),
                 other => Err(anyhow!("unexpected answer from the master: {other:?}")),
             }
         }

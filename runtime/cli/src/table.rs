@@ -126,6 +126,7 @@ pub fn agents_json(agents: &[pb::AgentInfo]) -> Value {
                     "state": state_name(a.state),
                     "last_seen_ms": a.last_seen_ms,
                     "registered_at_ms": a.registered_at_ms,
+                    "drain_deadline_ms": (a.drain_deadline_ms != 0).then_some(a.drain_deadline_ms),
                 })
             })
             .collect(),

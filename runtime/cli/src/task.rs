@@ -257,7 +257,44 @@ fn spec(o: &RunOpts) -> anyhow::Result<pb::TaskSpec> {
     })
 }
 
-fn list(client: &ClientOpts, framework: &str) -> anyhow::Result<Vec<pb::TaskInfo>> {
+/// The task table `corral task list` prints.
+pub fn tasks_table(tasks: &[pb::TaskInfo]) -> String {
+    if tasks.is_empty() {
+        return "no tasks\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            let spec = t.spec.clone().unwrap_or_default();
+            let status = t.status.clone().unwrap_or_default();
+            let res = spec.resources.clone().unwrap_or_default();
+            vec![
+                spec.task_id.clone(),
+                state_name(t.status.as_ref()).to_owned(),
+                status.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                status.agent_id.clone(),
+                spec.image.clone(),
+                format_cpus(res.cpus_milli),
+                res.mem_mb.to_string(),
+                spec.port_mappings
+                    .iter()
+                    .map(|p| format!("{}->{}", p.host_port, p.container_port))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                status.message.clone(),
+            ]
+        })
+        .collect();
+    crate::table::render(
+        &[
+            "ID", "STATE", "EXIT", "AGENT", "IMAGE", "CPUS", "MEM MB", "PORTS", "MESSAGE",
+        ],
+        &rows,
+    )
+}
+
+/// The tasks the master knows, of one framework (by name or id) when not empty.
+pub fn list(client: &ClientOpts, framework: &str) -> anyhow::Result<Vec<pb::TaskInfo>> {
     match crate::client::request(
         client,
         Kind::ListTasks(pb::ListTasks {
@@ -354,43 +391,7 @@ pub fn run(cmd: TaskCmd) -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
-            if tasks.is_empty() {
-                println!("no tasks");
-                return Ok(());
-            }
-            let rows: Vec<Vec<String>> = tasks
-                .iter()
-                .map(|t| {
-                    let spec = t.spec.clone().unwrap_or_default();
-                    let status = t.status.clone().unwrap_or_default();
-                    let res = spec.resources.clone().unwrap_or_default();
-                    vec![
-                        spec.task_id.clone(),
-                        state_name(t.status.as_ref()).to_owned(),
-                        status.exit_code.map(|c| c.to_string()).unwrap_or_default(),
-                        status.agent_id.clone(),
-                        spec.image.clone(),
-                        format_cpus(res.cpus_milli),
-                        res.mem_mb.to_string(),
-                        spec.port_mappings
-                            .iter()
-                            .map(|p| format!("{}->{}", p.host_port, p.container_port))
-                            .collect::<Vec<_>>()
-                            .join(","),
-                        status.message.clone(),
-                    ]
-                })
-                .collect();
-            print!(
-                "{}",
-                crate::table::render(
-                    &[
-                        "ID", "STATE", "EXIT", "AGENT", "IMAGE", "CPUS", "MEM MB", "PORTS",
-                        "MESSAGE"
-                    ],
-                    &rows
-                )
-            );
+            print!("{}", tasks_table(&tasks));
             Ok(())
         }
         TaskCmd::Kill { client, task } => {

@@ -45,6 +45,8 @@ pub struct AgentEntry {
     pub registered_at_ms: u64,
     /// Increments on every (re-)registration: tells a stale session from the current one.
     pub session: u64,
+    /// When the agent is being drained: when what still runs on it is killed (ms).
+    pub drain_deadline_ms: Option<u64>,
 }
 
 /// A registration as the agent sent it.
@@ -164,9 +166,20 @@ impl Agents {
                 last_seen_ms: now,
                 registered_at_ms: now,
                 session,
+                drain_deadline_ms: None,
             },
         );
         Ok((id, session, event))
+    }
+
+    /// Puts back an agent the master knew before it restarted. It counts as active until
+    /// it registers again, or until twice the timeout has passed: the agent has first to
+    /// notice that the master went away.
+    pub fn restore(&mut self, now: u64, mut entry: AgentEntry) {
+        entry.state = AgentState::Active;
+        entry.last_seen_ms = now.saturating_add(self.timeout_ms);
+        entry.session = 0;
+        self.agents.insert(entry.id.clone(), entry);
     }
 
     /// Records a sign of life from an agent's current session.

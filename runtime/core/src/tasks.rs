@@ -1,7 +1,7 @@
 //! The master's book of tasks: where each runs, its latest status, and de-duplication of
 //! status updates (agents deliver them at least once).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use corral_wire::pb::{self, TaskState};
 
@@ -50,6 +50,8 @@ pub enum Applied {
 #[derive(Debug, Default)]
 pub struct Tasks {
     tasks: BTreeMap<String, TaskEntry>,
+    /// Task ids by agent (a task never moves).
+    by_agent: HashMap<String, BTreeSet<String>>,
 }
 
 /// The resources a spec asks for, with its host ports.
@@ -94,8 +96,47 @@ impl Tasks {
             status,
             seen: HashSet::new(),
         };
-        self.tasks.insert(id.clone(), entry);
+        self.insert(entry);
         &self.tasks[&id]
+    }
+
+    fn insert(&mut self, entry: TaskEntry) {
+        self.by_agent
+            .entry(entry.agent_id.clone())
+            .or_default()
+            .insert(entry.spec.task_id.clone());
+        if let Some(old) = self.tasks.insert(entry.spec.task_id.clone(), entry) {
+            let id = &old.spec.task_id;
+            if self
+                .tasks
+                .get(id)
+                .is_some_and(|t| t.agent_id != old.agent_id)
+            {
+                if let Some(set) = self.by_agent.get_mut(&old.agent_id) {
+                    set.remove(id);
+                }
+            }
+        }
+    }
+
+    /// Puts back a task the master knew before it restarted, with its latest status.
+    pub fn restore(&mut self, spec: pb::TaskSpec, status: pb::TaskStatus, agent_id: &str) {
+        self.insert(TaskEntry {
+            resources: spec_resources(&spec),
+            agent_id: agent_id.to_owned(),
+            spec,
+            status,
+            seen: HashSet::new(),
+        });
+    }
+
+    /// The tasks on `agent_id`, ended ones included.
+    pub fn on_agent<'a>(&'a self, agent_id: &str) -> impl Iterator<Item = &'a TaskEntry> + 'a {
+        self.by_agent
+            .get(agent_id)
+            .into_iter()
+            .flat_map(|ids| ids.iter())
+            .filter_map(|id| self.tasks.get(id))
     }
 
     /// Adopts a task an agent reports as its own (after the master lost track of it).
@@ -104,17 +145,13 @@ impl Tasks {
         if self.tasks.contains_key(&spec.task_id) {
             return false;
         }
-        let id = spec.task_id.clone();
-        self.tasks.insert(
-            id,
-            TaskEntry {
-                resources: spec_resources(&spec),
-                agent_id: status.agent_id.clone(),
-                spec,
-                status,
-                seen: HashSet::new(),
-            },
-        );
+        self.insert(TaskEntry {
+            resources: spec_resources(&spec),
+            agent_id: status.agent_id.clone(),
+            spec,
+            status,
+            seen: HashSet::new(),
+        });
         true
     }
 
@@ -144,7 +181,15 @@ impl Tasks {
     /// the resources they held.
     pub fn agent_lost(&mut self, now: u64, agent_id: &str) -> Vec<(pb::TaskStatus, Resources)> {
         let mut out = Vec::new();
-        for task in self.tasks.values_mut() {
+        let ids: Vec<String> = self
+            .by_agent
+            .get(agent_id)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        for id in &ids {
+            let Some(task) = self.tasks.get_mut(id) else {
+                continue;
+            };
             if task.agent_id == agent_id && !task.state().is_terminal() {
                 task.status = pb::TaskStatus {
                     task_id: task.spec.task_id.clone(),

@@ -117,7 +117,7 @@ impl StreamHandler<Result<Body, TransportError>> for AgentSession {
                     task_id: status.task_id.clone(),
                     update_id: status.update_id.clone(),
                 };
-                // Acknowledged only once the registry has applied it.
+                // Acknowledged only once the registry has applied it and it is durable.
                 self.registry
                     .send(StatusFromAgent {
                         agent_id: self.agent_id.clone(),
@@ -125,11 +125,14 @@ impl StreamHandler<Result<Body, TransportError>> for AgentSession {
                     })
                     .into_actor(self)
                     .map(move |res, _, _| {
-                        if res.is_ok() {
+                        if res == Ok(true) {
                             let _ = out.send(corral_wire::envelope(Body::StatusUpdateAck(ack)));
                         }
                     })
-                    .wait(ctx);
+                    // The registry handles updates in the order they are sent, and the
+                    // store makes them durable in that order: no need to wait for one
+                    // before reading the next.
+                    .spawn(ctx);
             }
             Body::Ping(p) => {
                 let _ = self.out.send(corral_wire::envelope(Body::Pong(pb::Pong {

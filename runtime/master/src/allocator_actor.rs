@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use corral_policy::{AllocatorSlot, SwapRecord};
 
-use crate::registry_actor::{AllocationView, RegistryActor};
+use crate::registry_actor::RegistryActor;
+use crate::registry_frameworks::{AllocationView, ApplyOffers};
 
 /// Runs allocation cycles on the active allocator policy.
 pub struct AllocatorActor {
@@ -51,7 +52,18 @@ impl AllocatorActor {
             let result = tokio::task::spawn_blocking(move || slot.allocate(&view))
                 .await
                 .ok()?;
-            Some((result, start.elapsed()))
+            let took = start.elapsed();
+            if let Ok(allocation) = &result {
+                if !allocation.offers.is_empty() {
+                    // The registry checks each offer against the cluster as it is now.
+                    let _ = registry
+                        .send(ApplyOffers {
+                            offers: allocation.offers.clone(),
+                        })
+                        .await;
+                }
+            }
+            Some((result, took))
         }
         .into_actor(self)
         .map(|res, act, _| {
@@ -63,9 +75,8 @@ impl AllocatorActor {
                 m.policy_calls.inc("allocator");
                 m.policy_call_seconds
                     .observe("allocator", took.as_secs_f64());
-                match result {
-                    Ok(a) => m.offers_made.inc_by(a.offers.len() as u64),
-                    Err(_) => m.policy_errors.inc("allocator"),
+                if result.is_err() {
+                    m.policy_errors.inc("allocator");
                 }
             }
             match res {

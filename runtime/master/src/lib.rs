@@ -12,9 +12,15 @@
 pub mod agent_session;
 pub mod allocator_actor;
 pub mod config;
+mod convert;
+pub mod framework_actor;
+pub mod frameworks;
 pub mod http;
 pub mod registry_actor;
+pub mod registry_frameworks;
+pub mod registry_store;
 pub mod server;
+pub mod store;
 
 use std::net::SocketAddr;
 
@@ -39,6 +45,8 @@ pub enum MasterError {
     /// The HTTP address cannot be bound.
     #[error(transparent)]
     Http(#[from] http::HttpError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
 }
 
 /// A running master.
@@ -71,16 +79,50 @@ impl Master {
                 addr: config.listen,
                 source,
             })?;
-        let registry = RegistryActor::new(&config).start();
+        let started = std::time::Instant::now();
+        let (store, loaded) = store::Store::open(&config.state_dir)?;
         let host = corral_policy::PolicyHost::new(corral_policy::PolicyConfig::default())
             .map_err(|e| MasterError::Policy(e.to_string()))?;
         let slot = std::sync::Arc::new(corral_policy::AllocatorSlot::new(&host, "allocator"));
-        let first = match &config.allocator {
-            Some(path) => slot.swap_file(path, "master start"),
-            None => slot.swap(corral_policy::builtin::DRF, "built-in"),
+        let saved_allocator = loaded
+            .meta
+            .get(registry_store::ALLOCATOR_KEY)
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| loaded.components.get(d));
+        let first = match (&config.allocator, saved_allocator) {
+            (Some(path), _) => slot.swap_file(path, "master start"),
+            (None, Some(bytes)) => slot.swap(bytes, "restored").or_else(|e| {
+                tracing::warn!(error = %e, "the saved allocator does not load; using the built-in DRF");
+                slot.swap(corral_policy::builtin::DRF, "built-in")
+            }),
+            (None, None) => slot.swap(corral_policy::builtin::DRF, "built-in"),
         };
         let first = first.map_err(|e| MasterError::Policy(e.to_string()))?;
         tracing::info!(digest = %first.digest, "allocator loaded");
+        let slots = restore_schedulers(&host, &loaded);
+        let (n_agents, n_tasks, n_frameworks) = (
+            loaded.agents.len(),
+            loaded.tasks.len(),
+            loaded.frameworks.len(),
+        );
+        let mut books = RegistryActor::new(&config, Some(store));
+        let empty_host = host.clone();
+        books.restore(loaded, slots, move |name| {
+            std::sync::Arc::new(corral_policy::SchedulerSlot::new(
+                &empty_host,
+                &format!("framework/{name}"),
+            ))
+        });
+        if n_agents + n_tasks + n_frameworks > 0 {
+            tracing::info!(
+                agents = n_agents,
+                tasks = n_tasks,
+                frameworks = n_frameworks,
+                took_ms = started.elapsed().as_millis() as u64,
+                "registry restored"
+            );
+        }
+        let registry = books.start();
         let allocator = allocator_actor::AllocatorActor::new(
             slot,
             registry.clone(),
@@ -92,6 +134,7 @@ impl Master {
             server::Services {
                 registry: registry.clone(),
                 allocator: allocator.clone(),
+                host,
             },
             config.clone(),
         ));
@@ -126,4 +169,42 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Loads the scheduler of every running framework in the saved registry (compiled once
+/// per distinct component). A scheduler that no longer loads is left out: its framework
+/// is restored as failed, with the reason.
+fn restore_schedulers(
+    host: &corral_policy::PolicyHost,
+    loaded: &store::Loaded,
+) -> std::collections::HashMap<String, std::sync::Arc<corral_policy::SchedulerSlot>> {
+    let mut slots = std::collections::HashMap::new();
+    for f in &loaded.frameworks {
+        if f.state != corral_wire::pb::FrameworkState::FrameworkActive as i32 {
+            continue;
+        }
+        let Some(bytes) = loaded.components.get(&f.scheduler_digest) else {
+            tracing::error!(framework = %f.framework_id, "the saved registry lacks this framework's scheduler");
+            continue;
+        };
+        let slot = std::sync::Arc::new(corral_policy::SchedulerSlot::new(
+            host,
+            &format!("framework/{}", f.name),
+        ));
+        slot.prime(registry_frameworks::initial_view(
+            &f.framework_id,
+            &f.name,
+            &f.role,
+            &f.workload,
+        ));
+        match slot.swap(bytes, "restored") {
+            Ok(_) => {
+                slots.insert(f.framework_id.clone(), slot);
+            }
+            Err(e) => {
+                tracing::error!(framework = %f.framework_id, error = %e, "the saved scheduler does not load")
+            }
+        }
+    }
+    slots
 }

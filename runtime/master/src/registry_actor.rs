@@ -1,6 +1,6 @@
 //! The registry actor: the one owner of the master's books.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -12,21 +12,39 @@ use tokio::sync::mpsc;
 
 use corral_containerizer::{validate_spec, AgentCapacity};
 
+use crate::frameworks::Framework;
 use crate::{now_ms, MasterConfig};
 
 /// A connected agent's session: its number, its outgoing envelopes, its connection.
-struct Link {
+pub(crate) struct Link {
     session: u64,
-    out: mpsc::UnboundedSender<pb::Envelope>,
+    pub(crate) out: mpsc::UnboundedSender<pb::Envelope>,
     conn: Option<quinn::Connection>,
 }
 
-/// Owns the agents' and tasks' books and the channels to the agents' sessions.
+/// Owns the agents', tasks' and frameworks' books and the channels to the agents' sessions.
 pub struct RegistryActor {
-    agents: Agents,
-    tasks: Tasks,
-    links: HashMap<String, Link>,
+    pub(crate) agents: Agents,
+    pub(crate) tasks: Tasks,
+    pub(crate) links: HashMap<String, Link>,
     tick: Duration,
+    /// Frameworks by id, ended ones included.
+    pub(crate) frameworks: BTreeMap<String, Framework>,
+    /// Role weights.
+    pub(crate) roles: BTreeMap<String, f64>,
+    pub(crate) next_offer: u64,
+    /// The agent and framework ids of the latest allocation view, by index.
+    pub(crate) cycle: (Vec<String>, Vec<String>),
+    /// Agents being drained, with the time (ms) their remaining tasks are killed.
+    pub(crate) draining: HashMap<String, u64>,
+    /// Where the books are kept (none in tests of the books alone).
+    pub(crate) store: Option<crate::store::Store>,
+    /// Records to write with the next flush, and what to do once they are durable.
+    pub(crate) ops: Vec<crate::store::Op>,
+    pub(crate) after: Vec<crate::store::After>,
+    /// Each task's launch order and workload generation.
+    pub(crate) task_meta: HashMap<String, (u64, u32)>,
+    pub(crate) next_seq: u64,
 }
 
 /// A request the registry refused, with a stable code and a message for a person.
@@ -39,7 +57,7 @@ pub struct Refused {
     pub message: String,
 }
 
-fn refused(code: &'static str, message: impl Into<String>) -> Refused {
+pub(crate) fn refused(code: &'static str, message: impl Into<String>) -> Refused {
     Refused {
         code,
         message: message.into(),
@@ -48,13 +66,23 @@ fn refused(code: &'static str, message: impl Into<String>) -> Refused {
 
 impl RegistryActor {
     /// A registry using the configuration's agent timeout.
-    pub fn new(config: &MasterConfig) -> Self {
+    pub fn new(config: &MasterConfig, store: Option<crate::store::Store>) -> Self {
         let timeout = config.agent_timeout;
         Self {
             agents: Agents::new(timeout.as_millis() as u64),
             tasks: Tasks::new(),
             links: HashMap::new(),
             tick: (timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(1)),
+            frameworks: BTreeMap::new(),
+            roles: BTreeMap::new(),
+            next_offer: 0,
+            cycle: (Vec::new(), Vec::new()),
+            draining: HashMap::new(),
+            store,
+            ops: Vec::new(),
+            after: Vec::new(),
+            task_meta: HashMap::new(),
+            next_seq: 0,
         }
     }
 
@@ -68,54 +96,75 @@ impl RegistryActor {
                 AgentEvent::Unreachable(id) => {
                     tracing::warn!(agent_id = %id, "agent unreachable");
                     self.links.remove(&id);
+                    self.rescind_agent(&id);
                     for (status, _) in self.tasks.agent_lost(now_ms(), &id) {
                         tracing::info!(task_id = %status.task_id, agent_id = %id, "task lost");
+                        self.save_task(&status.task_id);
+                        self.task_changed(&status);
                     }
                     self.recompute_used(&id);
+                    self.flush(None);
                 }
             }
         }
     }
 
     /// An agent's used resources: the sum of its unfinished tasks.
-    fn recompute_used(&mut self, agent_id: &str) {
+    pub(crate) fn recompute_used(&mut self, agent_id: &str) {
         let used = self
             .tasks
-            .iter()
-            .filter(|t| t.agent_id == agent_id && !t.state().is_terminal())
+            .on_agent(agent_id)
+            .filter(|t| !t.state().is_terminal())
             .fold(Resources::default(), |acc, t| acc.add(&t.resources));
         if let Some(a) = self.agents.get_mut(agent_id) {
             a.used = used;
         }
     }
 
-    /// Settles what an agent reports it runs against what the master knows.
+    /// Settles what an agent reports it runs against what the master knows: a task the
+    /// master does not know, or knows as ended, is killed; a task the master knows on that
+    /// agent but the agent does not is lost.
     fn reconcile(&mut self, agent_id: &str, reported: Vec<pb::TaskInfo>) {
         let mut seen = std::collections::HashSet::new();
         for info in reported {
-            let (Some(spec), Some(mut status)) = (info.spec, info.status) else {
+            let (Some(spec), Some(status)) = (info.spec, info.status) else {
                 continue;
             };
-            seen.insert(spec.task_id.clone());
-            status.agent_id = agent_id.to_owned();
             let id = spec.task_id.clone();
-            if self.tasks.adopt(spec, status) {
-                tracing::info!(task_id = %id, agent_id, "adopted task reported by agent");
+            seen.insert(id.clone());
+            let agent_runs_it =
+                pb::TaskState::try_from(status.state).is_ok_and(|s| !s.is_terminal());
+            if !agent_runs_it {
+                continue;
+            }
+            let why = match self.tasks.get(&id) {
+                None => "the master does not know it",
+                Some(t) if t.agent_id != agent_id => "the master knows it on another agent",
+                Some(t) if t.state().is_terminal() => {
+                    "it was reported lost while its agent was away"
+                }
+                Some(_) => continue,
+            };
+            tracing::info!(task_id = %id, agent_id, why, "killing a task the agent still runs");
+            if let Some(link) = self.links.get(agent_id) {
+                let _ = link
+                    .out
+                    .send(corral_wire::envelope(Body::KillTask(pb::KillTask {
+                        task_id: id.clone(),
+                        framework_id: spec.framework_id.clone(),
+                        grace_period_ms: 0,
+                    })));
             }
         }
         let missing: Vec<String> = self
             .tasks
-            .iter()
-            .filter(|t| {
-                t.agent_id == agent_id
-                    && !t.state().is_terminal()
-                    && !seen.contains(&t.spec.task_id)
-            })
+            .on_agent(agent_id)
+            .filter(|t| !t.state().is_terminal() && !seen.contains(&t.spec.task_id))
             .map(|t| t.spec.task_id.clone())
             .collect();
         for id in missing {
             tracing::warn!(task_id = %id, agent_id, "task unknown to its agent: lost");
-            self.tasks.apply(&pb::TaskStatus {
+            let status = pb::TaskStatus {
                 task_id: id.clone(),
                 agent_id: agent_id.to_owned(),
                 state: pb::TaskState::TaskLost as i32,
@@ -123,7 +172,10 @@ impl RegistryActor {
                 message: "the agent does not know this task".into(),
                 timestamp_ms: now_ms(),
                 ..Default::default()
-            });
+            };
+            self.tasks.apply(&status);
+            self.save_task(&id);
+            self.task_changed(&status);
         }
         self.recompute_used(agent_id);
     }
@@ -144,14 +196,17 @@ impl RegistryActor {
         let candidates: Vec<(String, Resources, Resources)> = self
             .agents
             .iter()
-            .filter(|a| a.state == AgentState::Active && self.links.contains_key(&a.id))
-            .map(|a| (a.id.clone(), a.total.clone(), a.used.clone()))
+            .filter(|a| {
+                a.state == AgentState::Active
+                    && self.links.contains_key(&a.id)
+                    && !self.draining.contains_key(&a.id)
+            })
+            .map(|a| (a.id.clone(), a.total.clone(), self.free_on(&a.id)))
             .collect();
         if candidates.is_empty() {
             return Err(refused("no_agents", "no active agent to run the task on"));
         }
-        for (agent_id, total, used) in candidates {
-            let free = total.checked_sub(&used).unwrap_or_default();
+        for (agent_id, total, free) in candidates {
             if let Err(e) = validate_spec(&spec, &capacity(&total)) {
                 shape_error.get_or_insert(e);
                 continue;
@@ -182,13 +237,13 @@ impl RegistryActor {
     }
 }
 
-fn capacity(r: &Resources) -> AgentCapacity {
+pub(crate) fn capacity(r: &Resources) -> AgentCapacity {
     AgentCapacity::from_resources(&r.into())
 }
 
 /// Gives every mapping that asks for any host port (0) the lowest free one. Returns false
 /// when the agent has too few free ports.
-fn assign_ports(spec: &mut pb::TaskSpec, free: &Resources) -> bool {
+pub(crate) fn assign_ports(spec: &mut pb::TaskSpec, free: &Resources) -> bool {
     if spec.network_mode == pb::NetworkMode::NetworkHost as i32 {
         return true;
     }
@@ -216,9 +271,12 @@ impl Actor for RegistryActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.start_framework_actors(ctx);
         ctx.run_interval(self.tick, |act, _| {
-            let events = act.agents.tick(now_ms());
+            let now = now_ms();
+            let events = act.agents.tick(now);
             act.apply(events);
+            act.enforce_drains(now);
         });
     }
 }
@@ -254,6 +312,8 @@ impl Handler<RegisterAgent> for RegistryActor {
         );
         self.apply(vec![event]);
         self.reconcile(&id, msg.tasks);
+        self.save_agent(&id);
+        self.flush(None);
         Ok((id, session))
     }
 }
@@ -311,13 +371,22 @@ impl Handler<ListAgents> for RegistryActor {
     type Result = MessageResult<ListAgents>;
 
     fn handle(&mut self, _: ListAgents, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.agents.iter().cloned().collect())
+        MessageResult(
+            self.agents
+                .iter()
+                .map(|a| {
+                    let mut a = a.clone();
+                    a.drain_deadline_ms = self.draining.get(&a.id).copied();
+                    a
+                })
+                .collect(),
+        )
     }
 }
 
 /// A status update from an agent's session; answered once it is applied.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "bool")]
 pub struct StatusFromAgent {
     /// The agent that sent it.
     pub agent_id: String,
@@ -326,15 +395,17 @@ pub struct StatusFromAgent {
 }
 
 impl Handler<StatusFromAgent> for RegistryActor {
-    type Result = ();
+    type Result = ResponseFuture<bool>;
 
-    fn handle(&mut self, msg: StatusFromAgent, _: &mut Self::Context) {
+    /// Answers once the update is durable (`true`), so the session acknowledges it only
+    /// then; `false` when it could not be saved (the agent will send it again).
+    fn handle(&mut self, msg: StatusFromAgent, _: &mut Self::Context) -> Self::Result {
         let mut status = msg.status;
         status.agent_id = msg.agent_id.clone();
         match self.tasks.apply(&status) {
             Applied::Updated { agent_id, released } => {
                 crate::http::metrics::METRICS.status_update(status.state);
-                tracing::info!(
+                tracing::debug!(
                     task_id = %status.task_id,
                     state = pb::TaskState::try_from(status.state).map(|s| s.as_str_name()).unwrap_or("?"),
                     "task status"
@@ -342,6 +413,8 @@ impl Handler<StatusFromAgent> for RegistryActor {
                 if released.is_some() {
                     self.recompute_used(&agent_id);
                 }
+                self.save_task(&status.task_id);
+                self.task_changed(&status);
             }
             Applied::Duplicate => {
                 tracing::debug!(update_id = %status.update_id, "duplicate status update")
@@ -351,6 +424,10 @@ impl Handler<StatusFromAgent> for RegistryActor {
             }
             Applied::AlreadyTerminal => {}
         }
+        // Even a duplicate waits for the commit queue: the first copy may not be durable yet.
+        let (done, durable) = tokio::sync::oneshot::channel();
+        self.flush(Some(crate::store::After::Durable(done)));
+        Box::pin(async move { durable.await.is_ok() })
     }
 }
 
@@ -368,14 +445,19 @@ impl Handler<RunTask> for RegistryActor {
     fn handle(&mut self, msg: RunTask, _: &mut Self::Context) -> Self::Result {
         let (agent_id, spec) = self.place(msg.spec)?;
         let task_id = spec.task_id.clone();
-        let sent = self.links.get(&agent_id).is_some_and(|l| {
-            l.out
-                .send(corral_wire::envelope(Body::LaunchTask(pb::LaunchTask {
-                    spec: Some(spec.clone()),
-                })))
-                .is_ok()
-        });
+        let launch = corral_wire::envelope(Body::LaunchTask(pb::LaunchTask {
+            spec: Some(spec.clone()),
+        }));
         self.tasks.add(now_ms(), spec, &agent_id);
+        self.note_task(&task_id, 0);
+        self.save_task(&task_id);
+        let out = self.links.get(&agent_id).map(|l| l.out.clone());
+        let sent = out.is_some();
+        if let Some(out) = out {
+            // Sent once the task is durable: an agent never runs a task the master forgot.
+            self.send_when_saved(&out, launch);
+        }
+        self.flush(None);
         crate::http::metrics::METRICS.launches.inc();
         if !sent {
             // The session ended between placement and launch: the agent will not know the
@@ -399,10 +481,11 @@ impl Handler<ListTasks> for RegistryActor {
     type Result = MessageResult<ListTasks>;
 
     fn handle(&mut self, msg: ListTasks, _: &mut Self::Context) -> Self::Result {
+        let ids = self.framework_ids_named(&msg.framework_id);
         MessageResult(
             self.tasks
                 .iter()
-                .filter(|t| msg.framework_id.is_empty() || t.spec.framework_id == msg.framework_id)
+                .filter(|t| msg.framework_id.is_empty() || ids.contains(&t.spec.framework_id))
                 .map(|t| pb::TaskInfo {
                     spec: Some(t.spec.clone()),
                     status: Some(t.status.clone()),
@@ -483,28 +566,108 @@ impl Handler<TaskAgentConnection> for RegistryActor {
     }
 }
 
-/// The allocator's view of the cluster now: every active agent's free resources.
-#[derive(Message)]
-#[rtype(result = "corral_core::view::AllocatorView")]
-pub struct AllocationView;
+/// How long a drain gives frameworks to move their tasks when the operator names no
+/// deadline.
+pub const DEFAULT_DRAIN_DEADLINE_MS: u64 = 5 * 60 * 1000;
 
-impl Handler<AllocationView> for RegistryActor {
-    type Result = MessageResult<AllocationView>;
-
-    fn handle(&mut self, _: AllocationView, _: &mut Self::Context) -> Self::Result {
-        use corral_core::view;
-        let scalar = |r: &Resources| view::Resources::new(r.cpus_milli, r.mem_mb, r.disk_mb);
-        let mut total = view::Resources::ZERO;
-        let mut agents = Vec::new();
-        for a in self.agents.iter().filter(|a| a.state == AgentState::Active) {
-            total = total.saturating_add(&scalar(&a.total));
-            agents.push(scalar(&a.total).saturating_sub(&scalar(&a.used)));
+impl RegistryActor {
+    /// Asks every running framework with a task on `agent_id` to look again (its view
+    /// lists the draining agents).
+    fn poke_frameworks_on(&mut self, agent_id: &str) {
+        let fws: std::collections::HashSet<String> = self
+            .tasks
+            .on_agent(agent_id)
+            .filter(|t| !t.state().is_terminal())
+            .map(|t| t.spec.framework_id.clone())
+            .collect();
+        for fw in self.frameworks.values_mut().filter(|f| f.is_active()) {
+            let has_task = fws.contains(&fw.id);
+            if has_task {
+                fw.needs_schedule = true;
+                if let Some(actor) = &fw.actor {
+                    actor.do_send(crate::framework_actor::Poke);
+                }
+            }
         }
-        MessageResult(view::AllocatorView {
-            now_ms: now_ms(),
-            total,
-            agents,
-            ..Default::default()
-        })
+    }
+
+    /// Kills what still runs on drained agents whose deadline has passed.
+    fn enforce_drains(&mut self, now: u64) {
+        let due: Vec<String> = self
+            .draining
+            .iter()
+            .filter(|(_, &deadline)| deadline <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for agent_id in due {
+            let live: Vec<String> = self
+                .tasks
+                .on_agent(&agent_id)
+                .filter(|t| !t.state().is_terminal())
+                .filter(|t| t.state() != pb::TaskState::TaskKilling)
+                .map(|t| t.spec.task_id.clone())
+                .collect();
+            for task_id in live {
+                tracing::info!(task_id = %task_id, agent_id = %agent_id, "drain deadline passed: killing task");
+                self.send_kill(&task_id);
+            }
+        }
+    }
+}
+
+/// Stops offers of an agent's resources and asks frameworks to move their tasks off it.
+#[derive(Message)]
+#[rtype(result = "Result<(), Refused>")]
+pub struct DrainAgent {
+    pub agent_id: String,
+    /// From now; 0 means [`DEFAULT_DRAIN_DEADLINE_MS`].
+    pub deadline_ms: u64,
+}
+
+impl Handler<DrainAgent> for RegistryActor {
+    type Result = Result<(), Refused>;
+
+    fn handle(&mut self, msg: DrainAgent, _: &mut Self::Context) -> Self::Result {
+        if self.agents.get(&msg.agent_id).is_none() {
+            return Err(refused("not_found", format!("no agent {}", msg.agent_id)));
+        }
+        let deadline = if msg.deadline_ms == 0 {
+            DEFAULT_DRAIN_DEADLINE_MS
+        } else {
+            msg.deadline_ms
+        };
+        self.draining
+            .insert(msg.agent_id.clone(), now_ms().saturating_add(deadline));
+        self.rescind_agent(&msg.agent_id);
+        self.poke_frameworks_on(&msg.agent_id);
+        self.save_agent(&msg.agent_id);
+        self.flush(None);
+        tracing::info!(agent_id = %msg.agent_id, deadline_ms = deadline, "agent draining");
+        Ok(())
+    }
+}
+
+/// Ends an agent's drain: its resources are offered again.
+#[derive(Message)]
+#[rtype(result = "Result<(), Refused>")]
+pub struct UndrainAgent {
+    pub agent_id: String,
+}
+
+impl Handler<UndrainAgent> for RegistryActor {
+    type Result = Result<(), Refused>;
+
+    fn handle(&mut self, msg: UndrainAgent, _: &mut Self::Context) -> Self::Result {
+        if self.draining.remove(&msg.agent_id).is_none() {
+            return Err(refused(
+                "not_draining",
+                format!("agent {} is not draining", msg.agent_id),
+            ));
+        }
+        self.poke_frameworks_on(&msg.agent_id);
+        self.save_agent(&msg.agent_id);
+        self.flush(None);
+        tracing::info!(agent_id = %msg.agent_id, "agent no longer draining");
+        Ok(())
     }
 }

@@ -20,6 +20,11 @@ use crate::allocator_actor::{AllocatorActor, AllocatorHistory, SwapAllocator};
 use crate::registry_actor::{
     KillTask, ListAgents, ListTasks, RegisterAgent, RegistryActor, RunTask, TaskAgentConnection,
 };
+use crate::registry_frameworks::{
+    initial_view, AddFramework, CheckSubmit, FrameworkSlot, KillFramework, ListFrameworks,
+    SchedulerHistories, SchedulerSwapped, UpdateFramework,
+};
+use crate::registry_store::SaveAllocator;
 use crate::MasterConfig;
 
 /// The actors a connection's streams talk to.
@@ -29,6 +34,8 @@ pub struct Services {
     pub registry: Addr<RegistryActor>,
     /// The allocator.
     pub allocator: Addr<AllocatorActor>,
+    /// The policy host, for frameworks' schedulers.
+    pub host: corral_policy::PolicyHost,
 }
 
 /// Accepts connections until the endpoint closes.
@@ -157,6 +164,9 @@ async fn serve_stream(
         Body::Request(pb::Request {
             kind: Some(pb::request::Kind::PolicySwap(req)),
         }) => receive_swap(req, &services, send, recv).await,
+        Body::Request(pb::Request {
+            kind: Some(pb::request::Kind::FrameworkSubmit(req)),
+        }) => receive_submit(req, &services, send, recv).await,
         Body::Request(req) => {
             let response = handle_request(req, &services).await;
             send.send_body(Body::Response(response)).await?;
@@ -254,16 +264,60 @@ async fn handle_request(req: pb::Request, services: &Services) -> pb::Response {
             }),
             Err(_) => R::Error(unavailable()),
         },
-        Some(Kind::ListPolicies(_)) => match services.allocator.send(AllocatorHistory).await {
-            Ok(history) => R::Policies(pb::PolicyList {
-                records: history.iter().map(policy_record).collect(),
+        Some(Kind::ListPolicies(_)) => match (
+            services.allocator.send(AllocatorHistory).await,
+            registry.send(SchedulerHistories).await,
+        ) {
+            (Ok(allocator), Ok(schedulers)) => R::Policies(pb::PolicyList {
+                records: allocator
+                    .iter()
+                    .chain(schedulers.iter())
+                    .map(policy_record)
+                    .collect(),
             }),
-            Err(_) => R::Error(unavailable()),
+            _ => R::Error(unavailable()),
         },
-        Some(Kind::PolicySwap(_)) | Some(Kind::PolicyChunk(_)) => R::Error(pb::Error {
-            code: "unexpected".into(),
-            message: "a policy swap starts a stream and sends its chunks on it".into(),
-        }),
+        Some(Kind::PolicySwap(_)) | Some(Kind::PolicyChunk(_)) | Some(Kind::FrameworkSubmit(_)) => {
+            R::Error(pb::Error {
+                code: "unexpected".into(),
+                message: "a policy swap or a framework submission starts a stream and sends its component's chunks on it".into(),
+            })
+        }
+        Some(Kind::ListFrameworks(l)) => {
+            refusable(registry.send(ListFrameworks { name: l.name }).await, |frameworks| {
+                R::Frameworks(pb::FrameworkList { frameworks })
+            })
+        }
+        Some(Kind::FrameworkUpdate(u)) => refusable(
+            registry
+                .send(UpdateFramework {
+                    name: u.name,
+                    workload: u.workload,
+                })
+                .await,
+            R::Framework,
+        ),
+        Some(Kind::FrameworkKill(k)) => refusable(
+            registry.send(KillFramework { name: k.name }).await,
+            R::Framework,
+        ),
+        Some(Kind::AgentDrain(d)) => refusable(
+            registry
+                .send(crate::registry_actor::DrainAgent {
+                    agent_id: d.agent_id,
+                    deadline_ms: d.deadline_ms,
+                })
+                .await,
+            |()| R::Ok(pb::Ok {}),
+        ),
+        Some(Kind::AgentUndrain(d)) => refusable(
+            registry
+                .send(crate::registry_actor::UndrainAgent {
+                    agent_id: d.agent_id,
+                })
+                .await,
+            |()| R::Ok(pb::Ok {}),
+        ),
         Some(Kind::TaskLogs(_)) => R::Error(pb::Error {
             code: "unexpected".into(),
             message: "log requests are streamed".into(),
@@ -274,6 +328,21 @@ async fn handle_request(req: pb::Request, services: &Services) -> pb::Response {
         }),
     };
     pb::Response { kind: Some(kind) }
+}
+
+/// The response to a registry request that may be refused.
+fn refusable<T>(
+    result: Result<Result<T, crate::registry_actor::Refused>, actix::MailboxError>,
+    ok: impl FnOnce(T) -> pb::response::Kind,
+) -> pb::response::Kind {
+    match result {
+        Ok(Ok(v)) => ok(v),
+        Ok(Err(e)) => pb::response::Kind::Error(pb::Error {
+            code: e.code.into(),
+            message: e.message,
+        }),
+        Err(_) => pb::response::Kind::Error(unavailable()),
+    }
 }
 
 fn unavailable() -> pb::Error {
@@ -293,11 +362,15 @@ pub fn agent_info(a: &corral_core::agents::AgentEntry) -> pb::AgentInfo {
         used: Some((&a.used).into()),
         attributes: corral_core::agents::attributes_to_pb(&a.attributes),
         state: match a.state {
+            corral_core::agents::AgentState::Active if a.drain_deadline_ms.is_some() => {
+                pb::AgentState::AgentDraining
+            }
             corral_core::agents::AgentState::Active => pb::AgentState::AgentActive,
             corral_core::agents::AgentState::Unreachable => pb::AgentState::AgentUnreachable,
         } as i32,
         last_seen_ms: a.last_seen_ms,
         registered_at_ms: a.registered_at_ms,
+        drain_deadline_ms: a.drain_deadline_ms.unwrap_or(0),
     }
 }
 
@@ -401,7 +474,75 @@ pub fn policy_record(r: &corral_policy::SwapRecord) -> pb::PolicyRecord {
 /// The largest policy component a swap accepts.
 const MAX_COMPONENT: u64 = 256 << 20;
 
-/// Receives a component in chunks and swaps it in.
+/// Sends one response and ends the stream.
+async fn answer(send: &mut FramedSend, kind: pb::response::Kind) -> Result<(), TransportError> {
+    send.send_body(Body::Response(pb::Response { kind: Some(kind) }))
+        .await?;
+    send.finish();
+    Ok(())
+}
+
+fn error(code: &str, message: impl Into<String>) -> pb::response::Kind {
+    pb::response::Kind::Error(pb::Error {
+        code: code.into(),
+        message: message.into(),
+    })
+}
+
+/// Receives a component of `size` bytes in `PolicyChunk`s. `None` when the peer was
+/// already answered with an error.
+async fn receive_component(
+    size: u64,
+    send: &mut FramedSend,
+    recv: &mut FramedRecv,
+) -> Result<Option<Vec<u8>>, TransportError> {
+    if size > MAX_COMPONENT {
+        answer(
+            send,
+            error(
+                "too_large",
+                format!("component of {size} bytes is over the limit of {MAX_COMPONENT}"),
+            ),
+        )
+        .await?;
+        return Ok(None);
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    loop {
+        match recv.recv().await? {
+            Some(Body::Request(pb::Request {
+                kind: Some(pb::request::Kind::PolicyChunk(c)),
+            })) => {
+                bytes.extend_from_slice(&c.data);
+                if bytes.len() as u64 > size {
+                    answer(send, error("size_mismatch", "more bytes than announced")).await?;
+                    return Ok(None);
+                }
+                if c.last {
+                    return Ok(Some(bytes));
+                }
+            }
+            _ => {
+                answer(
+                    send,
+                    error("truncated", "the component's chunks ended early"),
+                )
+                .await?;
+                return Ok(None);
+            }
+        }
+    }
+}
+
+fn who(who: String) -> String {
+    if who.is_empty() {
+        "unknown".to_owned()
+    } else {
+        who
+    }
+}
+
+/// Receives a component in chunks and swaps it into its slot.
 async fn receive_swap(
     req: pb::PolicySwap,
     services: &Services,
@@ -409,79 +550,137 @@ async fn receive_swap(
     mut recv: FramedRecv,
 ) -> Result<(), TransportError> {
     use pb::response::Kind as R;
-    let answer = |kind| Body::Response(pb::Response { kind: Some(kind) });
-    let refuse = |code: &str, message: String| {
-        answer(R::Error(pb::Error {
-            code: code.into(),
-            message,
-        }))
+    let framework = req.slot.strip_prefix("framework/").map(str::to_owned);
+    let slot = match framework {
+        None if req.slot == "allocator" => None,
+        Some(name) => match services.registry.send(FrameworkSlot { name }).await {
+            Ok(Ok(slot)) => Some(slot),
+            Ok(Err(e)) => return answer(send, error(e.code, e.message)).await,
+            Err(_) => return answer(send, R::Error(unavailable())).await,
+        },
+        None => {
+            return answer(
+                send,
+                error(
+                    "unknown_slot",
+                    format!(
+                        "no policy slot {:?}; the slots are: allocator, framework/NAME",
+                        req.slot
+                    ),
+                ),
+            )
+            .await
+        }
     };
-    if req.slot != "allocator" {
-        send.send_body(refuse(
-            "unknown_slot",
-            format!("no policy slot {:?}; the slots are: allocator", req.slot),
-        ))
-        .await?;
-        send.finish();
+    let Some(bytes) = receive_component(req.size, send, &mut recv).await? else {
         return Ok(());
-    }
-    if req.size > MAX_COMPONENT {
-        send.send_body(refuse(
-            "too_large",
-            format!(
-                "component of {} bytes is over the limit of {MAX_COMPONENT}",
-                req.size
-            ),
-        ))
-        .await?;
-        send.finish();
-        return Ok(());
-    }
-    let mut bytes = Vec::with_capacity(req.size as usize);
-    loop {
-        match recv.recv().await? {
-            Some(Body::Request(pb::Request {
-                kind: Some(pb::request::Kind::PolicyChunk(c)),
-            })) => {
-                bytes.extend_from_slice(&c.data);
-                if bytes.len() as u64 > req.size {
-                    send.send_body(refuse("size_mismatch", "more bytes than announced".into()))
-                        .await?;
-                    send.finish();
-                    return Ok(());
+    };
+    let who = who(req.who);
+    let result = match slot {
+        None => {
+            let kept = bytes.clone();
+            match services.allocator.send(SwapAllocator { bytes, who }).await {
+                Ok(Ok(record)) => {
+                    services.registry.do_send(SaveAllocator {
+                        digest: record.digest.clone(),
+                        bytes: kept,
+                    });
+                    Ok(record)
                 }
-                if c.last {
-                    break;
-                }
-            }
-            _ => {
-                send.send_body(refuse(
-                    "truncated",
-                    "the component's chunks ended early".into(),
-                ))
-                .await?;
-                send.finish();
-                return Ok(());
+                Ok(Err(e)) => Err(e),
+                Err(_) => return answer(send, R::Error(unavailable())).await,
             }
         }
-    }
-    let who = if req.who.is_empty() {
-        "unknown".to_owned()
-    } else {
-        req.who
+        Some((id, slot)) => {
+            let swapped = tokio::task::spawn_blocking(move || {
+                let record = slot.swap(&bytes, &who);
+                (record, bytes)
+            })
+            .await
+            .map_err(|e| format!("the swap did not complete: {e}"))
+            .and_then(|(r, bytes)| r.map(|r| (r, bytes)).map_err(|e| e.to_string()));
+            match swapped {
+                Ok((record, component)) => {
+                    services
+                        .registry
+                        .do_send(SchedulerSwapped { id, component });
+                    Ok(record)
+                }
+                Err(e) => Err(e),
+            }
+        }
     };
-    let body = match services.allocator.send(SwapAllocator { bytes, who }).await {
-        Ok(Ok(record)) => {
+    let kind = match result {
+        Ok(record) => {
             tracing::info!(slot = %record.slot, digest = %record.digest, "policy swapped");
-            answer(R::Swapped(policy_record(&record)))
+            R::Swapped(policy_record(&record))
         }
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "policy swap rejected");
-            refuse("rejected", e)
+        Err(e) => {
+            tracing::warn!(slot = %req.slot, error = %e, "policy swap rejected");
+            error("rejected", e)
         }
-        Err(_) => refuse("unavailable", "the master is shutting down".into()),
     };
-    send.send_body(body).await?;
-    send.finish();
-    Ok(())
+    answer(send, kind).await
+}
+
+/// Receives a framework's scheduler in chunks, loads it (compiled and dry-run on the
+/// framework's starting view) and starts the framework.
+async fn receive_submit(
+    req: pb::FrameworkSubmit,
+    services: &Services,
+    send: &mut FramedSend,
+    mut recv: FramedRecv,
+) -> Result<(), TransportError> {
+    use pb::response::Kind as R;
+    let role = if req.role.is_empty() {
+        crate::frameworks::DEFAULT_ROLE.to_owned()
+    } else {
+        req.role.clone()
+    };
+    let check = CheckSubmit {
+        name: req.name.clone(),
+        role: role.clone(),
+        weight: req.weight,
+        workload: req.workload.clone(),
+    };
+    let id = match services.registry.send(check).await {
+        Ok(Ok(id)) => id,
+        Ok(Err(e)) => return answer(send, error(e.code, e.message)).await,
+        Err(_) => return answer(send, R::Error(unavailable())).await,
+    };
+    let Some(bytes) = receive_component(req.size, send, &mut recv).await? else {
+        return Ok(());
+    };
+    let slot = std::sync::Arc::new(corral_policy::SchedulerSlot::new(
+        &services.host,
+        &format!("framework/{}", req.name),
+    ));
+    slot.prime(initial_view(&id, &req.name, &role, &req.workload));
+    let who = who(req.who);
+    let loading = slot.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let record = loading.swap(&bytes, &who);
+        (record, bytes)
+    })
+    .await
+    .map_err(|e| format!("loading the scheduler did not complete: {e}"))
+    .and_then(|(r, bytes)| r.map(|_| bytes).map_err(|e| e.to_string()));
+    let component = match loaded {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::warn!(framework = %req.name, error = %e, "scheduler rejected");
+            return answer(send, error("rejected", format!("scheduler rejected: {e}"))).await;
+        }
+    };
+    let add = AddFramework {
+        id,
+        name: req.name,
+        role,
+        weight: req.weight,
+        workload: req.workload,
+        slot,
+        component,
+    };
+    let kind = refusable(services.registry.send(add).await, R::Framework);
+    answer(send, kind).await
 }

@@ -56,6 +56,10 @@ pub enum InvalidAnswer {
     PortsNotOffered { task_id: String, offer: u32 },
     #[error("decisions both suppress and revive")]
     SuppressAndRevive,
+    #[error("kill names task {task_id:?}, which is not a live task of this framework")]
+    UnknownTask { task_id: String },
+    #[error("decisions both complete and fail the framework")]
+    CompleteAndFail,
 }
 
 /// A swap that did not happen; the slot's active policy is unchanged.

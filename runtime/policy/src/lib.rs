@@ -77,14 +77,67 @@ pub use host::{HostError, PolicyHost};
 pub use scheduler::SchedulerSlot;
 pub use slot::{digest, PolicyState, SwapRecord};
 
-/// Paths of the policies built from `policies/` by this crate's build script (components,
-/// ready to load). For tests, benchmarks and a master's built-in default allocator.
+/// Paths of the policies built from `policies/` and `examples/` by this crate's build script
+/// (components, ready to load). For tests, benchmarks and a master's built-in defaults.
 pub mod fixtures {
     include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 }
 
 /// Policies compiled into the binary, so a master works with no policy files at hand.
 pub mod builtin {
+    macro_rules! component {
+        ($name:literal) => {
+            include_bytes!(concat!(env!("OUT_DIR"), "/components/", $name, ".wasm"))
+        };
+    }
+
     /// The weighted DRF allocator component (Rust), the master's default allocator.
-    pub const DRF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/components/drf.wasm"));
+    pub const DRF: &[u8] = component!("drf");
+
+    /// The built-in schedulers: name and a one-line description, in the order a user
+    /// would list them. [`scheduler`] returns each one's component.
+    pub const SCHEDULERS: &[(&str, &str)] = &[
+        (
+            "hello",
+            "runs `count` containers that echo a message, then completes (C; examples/hello)",
+        ),
+        (
+            "batch",
+            "runs a list of commands with per-task retries and a failure tolerance (examples/batch)",
+        ),
+        (
+            "service",
+            "keeps N instances running spread across agents, with rolling updates (examples/service)",
+        ),
+        (
+            "service-bin-pack",
+            "the service scheduler packing instances onto the fullest agents (examples/service)",
+        ),
+        (
+            "first-fit",
+            "runs [[task]] entries to completion, each on the first offer with room",
+        ),
+        (
+            "bin-pack",
+            "runs [[task]] entries to completion, packing the fullest offers first (WASI build)",
+        ),
+        (
+            "spread",
+            "runs [[task]] entries to completion, on the agents with the fewest tasks first",
+        ),
+    ];
+
+    /// The component of the built-in scheduler `name` (one of [`SCHEDULERS`]).
+    pub fn scheduler(name: &str) -> Option<&'static [u8]> {
+        Some(match name {
+            "hello" => component!("hello"),
+            "batch" => component!("batch"),
+            "service" => component!("service"),
+            "service-bin-pack" => component!("service_bin_pack"),
+            "first-fit" => component!("first_fit"),
+            "bin-pack" => component!("bin_pack"),
+            "spread" => component!("spread"),
+            _ => return None,
+        })
+    }
 }

@@ -11,9 +11,9 @@ use std::time::Duration;
 use wasmtime::component::Component;
 
 pub use crate::bindings::allocator::corral::policy::types::{
-    Check, Decision, Decline, HealthCheck, HttpCheck, KeyValue, Launch, NetworkMode, PortMapping,
-    PortRange, ResourceOffer, Resources, SchedulerView, Task, TaskReason, TaskSpec, TaskState,
-    TaskStatus, Volume,
+    Check, Decision, Decline, Demand, HealthCheck, HttpCheck, KeyValue, Launch, NetworkMode,
+    PortMapping, PortRange, ResourceOffer, Resources, SchedulerView, Task, TaskReason, TaskSpec,
+    TaskState, TaskStatus, Volume,
 };
 
 use crate::bindings::scheduler::SchedulerPre;
@@ -107,7 +107,7 @@ impl SchedulerSlot {
         result.map(|(d, _)| d)
     }
 
-    /// A task's state changed (`view` holds the new state): the policy's decisions.
+    /// Tasks changed state (`view` holds the new states): the policy's decisions.
     ///
     /// # Errors
     ///
@@ -115,12 +115,12 @@ impl SchedulerSlot {
     pub fn status(
         &self,
         view: &SchedulerView,
-        update: &TaskStatus,
+        updates: &[TaskStatus],
     ) -> Result<Vec<Decision>, PolicyError> {
         let result = self.slot.call(
             |pre, store| {
                 pre.instantiate(&mut *store)?
-                    .call_status(&mut *store, view, update)
+                    .call_status(&mut *store, view, updates)
             },
             |decisions| {
                 check_decisions(view, &decisions)?;
@@ -129,6 +129,14 @@ impl SchedulerSlot {
         );
         self.remember(view);
         result.map(|(d, _)| d)
+    }
+
+    /// Sets the view the next swap dry-runs on (before the first call, a framework's
+    /// starting view: its workload, no offers, no tasks).
+    pub fn prime(&self, view: SchedulerView) {
+        if let Ok(mut last) = self.last_view.lock() {
+            *last = Some(Arc::new(view));
+        }
     }
 
     fn remember(&self, view: &SchedulerView) {
@@ -152,10 +160,14 @@ fn empty_view() -> SchedulerView {
     SchedulerView {
         now_ms: 0,
         framework_id: String::new(),
+        name: String::new(),
         role: String::new(),
+        workload: String::new(),
+        generation: 1,
         offers: Vec::new(),
-        pending: Vec::new(),
         tasks: Vec::new(),
+        draining: Vec::new(),
+        suppressed: false,
     }
 }
 
@@ -165,15 +177,17 @@ fn overlaps(a: &PortRange, b: &PortRange) -> bool {
 
 /// Validates decisions against a view: known offers, each used once, launches no larger
 /// than their offer (resources and host ports), well-formed task specs with new, unique
-/// ids of this framework, and not both suppress and revive.
+/// ids of this framework, kills of this framework's live tasks, not both suppress and
+/// revive, and not both complete and fail.
 ///
 /// # Errors
 ///
 /// The first [`InvalidAnswer`] found.
 pub fn check_decisions(view: &SchedulerView, decisions: &[Decision]) -> Result<(), InvalidAnswer> {
     let mut used = vec![false; view.offers.len()];
-    let mut ids: HashSet<&str> = view.tasks.iter().map(|t| t.spec.task_id.as_str()).collect();
+    let mut ids: HashSet<&str> = view.tasks.iter().map(|t| t.task_id.as_str()).collect();
     let (mut suppress, mut revive) = (false, false);
+    let (mut complete, mut fail) = (false, false);
     let mut use_offer = |index: usize, offer: u32| -> Result<&ResourceOffer, InvalidAnswer> {
         let o = view
             .offers
@@ -188,6 +202,20 @@ pub fn check_decisions(view: &SchedulerView, decisions: &[Decision]) -> Result<(
         match d {
             Decision::Suppress => suppress = true,
             Decision::Revive => revive = true,
+            Decision::Complete => complete = true,
+            Decision::Fail(_) => fail = true,
+            Decision::Demand(_) => {}
+            Decision::Kill(task_id) => {
+                let live = view
+                    .tasks
+                    .iter()
+                    .any(|t| &t.task_id == task_id && !is_terminal(t.state));
+                if !live {
+                    return Err(InvalidAnswer::UnknownTask {
+                        task_id: task_id.clone(),
+                    });
+                }
+            }
             Decision::Decline(dec) => {
                 use_offer(index, dec.offer)?;
             }
@@ -207,6 +235,11 @@ pub fn check_decisions(view: &SchedulerView, decisions: &[Decision]) -> Result<(
                     };
                     if t.task_id.is_empty() {
                         return Err(bad("empty task id"));
+                    }
+                    if !valid_task_id(&t.task_id) {
+                        return Err(bad(
+                            "task id must be at most 200 letters, digits, '.', '_' or '-'",
+                        ));
                     }
                     if t.framework_id != view.framework_id {
                         return Err(bad("framework id is not this framework's"));
@@ -252,5 +285,33 @@ pub fn check_decisions(view: &SchedulerView, decisions: &[Decision]) -> Result<(
     if suppress && revive {
         return Err(InvalidAnswer::SuppressAndRevive);
     }
+    if complete && fail {
+        return Err(InvalidAnswer::CompleteAndFail);
+    }
     Ok(())
+}
+
+/// Whether a task in `state` has ended for good.
+pub fn is_terminal(state: TaskState) -> bool {
+    matches!(
+        state,
+        TaskState::Finished
+            | TaskState::Failed
+            | TaskState::Killed
+            | TaskState::Lost
+            | TaskState::Error
+            | TaskState::Dropped
+            | TaskState::Gone
+    )
+}
+
+/// Task ids name containers and files: ASCII letters, digits, `.`, `_` and `-`, starting
+/// with a letter or digit, at most 200 bytes.
+pub fn valid_task_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 200
+        && id.as_bytes()[0].is_ascii_alphanumeric()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }

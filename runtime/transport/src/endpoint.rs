@@ -40,6 +40,22 @@ pub fn server_endpoint(
     addr: SocketAddr,
     identity: MasterIdentity,
 ) -> Result<quinn::Endpoint, TransportError> {
+    // The stateless-reset key comes from the master's own key, so a master restarted on
+    // the same state folder resets the connections of its previous run at once: agents
+    // learn it restarted on their next packet instead of after the idle timeout.
+    let reset_key = {
+        use rustls::pki_types::PrivateKeyDer;
+        let secret: &[u8] = match &identity.key {
+            PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der(),
+            PrivateKeyDer::Pkcs1(k) => k.secret_pkcs1_der(),
+            PrivateKeyDer::Sec1(k) => k.secret_sec1_der(),
+            _ => &[],
+        };
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(b"corral stateless reset\0");
+        ctx.update(secret);
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, ctx.finish().as_ref())
+    };
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TransportError::Tls(e.to_string()))?
@@ -50,7 +66,19 @@ pub fn server_endpoint(
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| TransportError::Tls(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport_config());
-    quinn::Endpoint::server(config, addr).map_err(|source| TransportError::Bind { addr, source })
+    let socket =
+        std::net::UdpSocket::bind(addr).map_err(|source| TransportError::Bind { addr, source })?;
+    let runtime = quinn::default_runtime().ok_or_else(|| TransportError::Bind {
+        addr,
+        source: std::io::Error::other("no async runtime to run the endpoint on"),
+    })?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::new(Arc::new(reset_key)),
+        Some(config),
+        socket,
+        runtime,
+    )
+    .map_err(|source| TransportError::Bind { addr, source })
 }
 
 /// A client endpoint that trusts only the CA in `ca_path`.

@@ -30,6 +30,7 @@ use tracing::Instrument;
 
 use crate::allocator_actor::{AllocatorActor, AllocatorHistory};
 use crate::registry_actor::{ListAgents, ListTasks, RegistryActor};
+use crate::registry_frameworks::{ListFrameworks, SchedulerHistories};
 
 /// The web UI: one file, no build step.
 const UI_HTML: &str = include_str!("ui.html");
@@ -205,20 +206,33 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Response<Full<Bytes>> {
             ),
             Err(_) => unavailable(),
         },
-        "/api/v1/frameworks" => json_response(StatusCode::OK, &api::frameworks()),
-        "/api/v1/policies" => match ctx.allocator.send(AllocatorHistory).await {
-            Ok(history) => json_response(StatusCode::OK, &api::policies(&history)),
-            Err(_) => unavailable(),
+        "/api/v1/frameworks" => match registry
+            .send(ListFrameworks {
+                name: String::new(),
+            })
+            .await
+        {
+            Ok(Ok(list)) => json_response(StatusCode::OK, &api::frameworks(&list)),
+            _ => unavailable(),
+        },
+        "/api/v1/policies" => match policy_history(ctx).await {
+            Some(history) => json_response(StatusCode::OK, &api::policies(&history)),
+            None => unavailable(),
         },
         "/api/v1/state" => {
-            let (Ok(agents), Ok(tasks), Ok(history)) = (
+            let (Ok(agents), Ok(tasks), Some(history), Ok(Ok(frameworks))) = (
                 registry.send(ListAgents).await,
                 registry
                     .send(ListTasks {
                         framework_id: String::new(),
                     })
                     .await,
-                ctx.allocator.send(AllocatorHistory).await,
+                policy_history(ctx).await,
+                registry
+                    .send(ListFrameworks {
+                        name: String::new(),
+                    })
+                    .await,
             ) else {
                 return unavailable();
             };
@@ -231,7 +245,7 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Response<Full<Bytes>> {
                     "quic_addr": ctx.quic_addr.to_string(),
                     "http_addr": ctx.http_addr.to_string(),
                     "agents": agents.iter().map(api::agent).collect::<Vec<_>>(),
-                    "frameworks": api::frameworks(),
+                    "frameworks": api::frameworks(&frameworks),
                     "tasks": tasks.iter().map(api::task).collect::<Vec<_>>(),
                     "policies": api::policies(&history),
                 }),
@@ -243,4 +257,11 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Response<Full<Bytes>> {
             format!("no such path {other}; see docs/api.md"),
         ),
     }
+}
+
+/// The allocator's history, then every framework scheduler's.
+async fn policy_history(ctx: &Ctx) -> Option<Vec<corral_policy::SwapRecord>> {
+    let mut history = ctx.allocator.send(AllocatorHistory).await.ok()?;
+    history.extend(ctx.registry.send(SchedulerHistories).await.ok()?);
+    Some(history)
 }

@@ -1,8 +1,10 @@
 //! The policy host's integration tests: real wasm components built from `policies/`.
 
 mod drf;
+mod examples;
 mod hostile;
 mod scheduler;
+mod sim;
 mod swap;
 
 use std::sync::OnceLock;

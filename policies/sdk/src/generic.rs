@@ -1,0 +1,184 @@
+//! Run-to-completion jobs: the workload of the generic `first-fit`, `bin-pack` and `spread`
+//! schedulers (and the format the `batch` example extends).
+//!
+//! ```toml
+//! retries = 3            # relaunches of a task that failed or was lost [3]
+//! image = "busybox:latest"   # any task field here is the default of every [[task]]
+//! cpus = 0.1
+//!
+//! [[task]]
+//! name = "hello"         # [task-N]; instance names: letters, digits, '_' and '-'
+//! command = ["sh", "-c", "echo hello"]
+//! retries = 1            # this task's own retries
+//! ```
+//!
+//! Each `[[task]]` runs until one attempt finishes (exit 0). An attempt that ends
+//! otherwise (failed, lost, killed, …) is relaunched as a new attempt, up to `retries`
+//! times; when a task has no retries left the framework fails. When every task has
+//! finished the framework completes. A task removed from the workload by an update is
+//! killed; a task added is launched.
+
+use std::collections::BTreeSet;
+
+use crate::place::{Placer, Strategy};
+use crate::tasks::{valid_name, Tasks};
+use crate::workload::{Doc, TaskFields, Template};
+use crate::{finish, is_live, state_name, Decision, SchedulerView, Task, TaskState, Want};
+
+/// Relaunches of a failed task when the workload names no `retries`.
+pub const DEFAULT_RETRIES: u32 = 3;
+
+/// One `[[task]]` of a job workload.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    /// Relaunches after the first attempt.
+    pub retries: u32,
+    pub template: Template,
+}
+
+/// Reads `retries`, the task defaults and the `[[task]]` list out of `doc`; the caller
+/// takes its own top-level keys out first.
+///
+/// # Errors
+///
+/// `workload: …`: no tasks, a bad or repeated name, an unknown key, a bad value.
+pub fn parse_jobs(mut doc: Doc, default_retries: u32) -> Result<Vec<Job>, String> {
+    let retries = doc.take::<u32>("retries")?.unwrap_or(default_retries);
+    let entries = doc.take::<Vec<toml::Table>>("task")?.unwrap_or_default();
+    let defaults: TaskFields = doc.rest()?;
+    if entries.is_empty() {
+        return Err("workload: no [[task]] entries".into());
+    }
+    let mut names = BTreeSet::new();
+    let mut jobs = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.into_iter().enumerate() {
+        let mut entry = Doc::from_table(entry);
+        let name = entry
+            .take::<String>("name")?
+            .unwrap_or_else(|| format!("task-{i}"));
+        if !valid_name(&name) {
+            return Err(format!(
+                "workload: task name {name:?} must be 1 to 64 letters, digits, '_' or '-'"
+            ));
+        }
+        if !names.insert(name.clone()) {
+            return Err(format!("workload: two tasks are named {name:?}"));
+        }
+        let retries = entry.take::<u32>("retries")?.unwrap_or(retries);
+        let fields: TaskFields = entry
+            .rest()
+            .map_err(|e| e.replacen("workload: ", &format!("workload: task {name}: "), 1))?;
+        let template = fields.over(&defaults).template()?;
+        jobs.push(Job {
+            name,
+            retries,
+            template,
+        });
+    }
+    Ok(jobs)
+}
+
+/// Where a job stands, from its attempts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Progress<'v> {
+    /// One attempt finished.
+    Done,
+    /// An attempt is live.
+    Running,
+    /// No live attempt, retries left (or never launched): launch attempt `attempts`.
+    Launch,
+    /// Every attempt failed and no retries are left; the last one.
+    Exhausted(&'v Task),
+}
+
+/// Where `job` stands given its attempts (oldest first).
+pub fn progress<'v>(job: &Job, attempts: &[&'v Task]) -> Progress<'v> {
+    if attempts.iter().any(|t| t.state == TaskState::Finished) {
+        return Progress::Done;
+    }
+    if attempts.iter().any(|t| is_live(t)) {
+        return Progress::Running;
+    }
+    match attempts.last() {
+        Some(last) if attempts.len() > job.retries as usize => Progress::Exhausted(last),
+        _ => Progress::Launch,
+    }
+}
+
+/// How an attempt ended, for messages: `failed (exit 1): message`.
+pub fn describe(t: &Task) -> String {
+    let mut s = state_name(t.state).to_owned();
+    if let Some(code) = t.exit_code {
+        s.push_str(&format!(" (exit {code})"));
+    }
+    if !t.message.is_empty() {
+        s.push_str(": ");
+        s.push_str(&t.message);
+    }
+    s
+}
+
+/// The generic schedulers' decisions: see the module documentation.
+pub fn decide(view: &SchedulerView, strategy: Strategy) -> Vec<Decision> {
+    let jobs = match Doc::parse(&view.workload).and_then(|d| parse_jobs(d, DEFAULT_RETRIES)) {
+        Ok(jobs) => jobs,
+        Err(e) => return vec![Decision::Fail(e)],
+    };
+    let tasks = Tasks::new(view);
+    let mut decisions = kill_removed(&tasks, jobs.iter().map(|j| j.name.as_str()));
+    let mut placer = Placer::new(view, strategy);
+    let mut want: Option<Want> = None;
+    let mut done = 0;
+    for job in &jobs {
+        match progress(job, tasks.of(&job.name)) {
+            Progress::Done => done += 1,
+            Progress::Running => {}
+            Progress::Exhausted(last) => {
+                return vec![Decision::Fail(format!(
+                    "task {} failed {} times; last attempt {}",
+                    job.name,
+                    tasks.attempts(&job.name),
+                    describe(last)
+                ))];
+            }
+            Progress::Launch => {
+                let t = &job.template;
+                match placer.place(&t.resources, &t.host_ports()) {
+                    Some(p) => {
+                        let id = tasks.next_id(&job.name);
+                        let spec = t.spec(id, &view.framework_id, &job.name, &p.host_ports);
+                        placer.launch(&p, spec);
+                    }
+                    None => {
+                        let w = want.get_or_insert(Want {
+                            resources: t.resources,
+                            count: 0,
+                        });
+                        w.count += 1;
+                    }
+                }
+            }
+        }
+    }
+    if done == jobs.len() && !view.tasks.iter().any(is_live) {
+        return vec![Decision::Complete];
+    }
+    decisions.extend(placer.decisions(want.is_some()));
+    finish(view, &mut decisions, want);
+    decisions
+}
+
+/// Kills of the live tasks whose instance name is not in `keep`.
+pub fn kill_removed<'a>(tasks: &Tasks<'_>, keep: impl Iterator<Item = &'a str>) -> Vec<Decision> {
+    let keep: BTreeSet<&str> = keep.collect();
+    tasks
+        .names()
+        .filter(|(name, _)| !keep.contains(name))
+        .flat_map(|(_, ts)| {
+            ts.iter()
+                .filter(|t| is_live(t) && t.state != TaskState::Killing)
+        })
+        .map(|t| Decision::Kill(t.task_id.clone()))
+        .collect()
+}

@@ -1,0 +1,357 @@
+//! `corral framework …`: submit, list, show, update and kill frameworks.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use clap::Subcommand;
+use corral_master::http::api;
+use corral_wire::pb::{self, request::Kind, response::Kind as R};
+
+use crate::opts::{parse_duration, usage, ClientOpts};
+
+#[derive(Debug, Subcommand)]
+pub enum FrameworkCmd {
+    /// Start a framework: a scheduler policy and the workload it is given.
+    Submit {
+        #[command(flatten)]
+        client: ClientOpts,
+        /// The framework's name (letters, digits, '-', '_').
+        name: String,
+        /// The scheduler component: a file, or a built-in scheduler's name (hello, batch,
+        /// service, service-bin-pack, first-fit, bin-pack, spread).
+        #[arg(long)]
+        scheduler: PathBuf,
+        /// The workload file (TOML), handed to the scheduler verbatim.
+        #[arg(long)]
+        workload: PathBuf,
+        /// The role it is offered resources as (default `*`).
+        #[arg(long)]
+        role: Option<String>,
+        /// The role's weight (a role of weight 2 gets twice the share of one of weight 1).
+        #[arg(long)]
+        weight: Option<f64>,
+        /// Wait until the framework ends; exit 1 unless it completed.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this long.
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Every framework the master knows, running and ended.
+    List {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// One framework: its state, scheduler, share and tasks.
+    Show {
+        #[command(flatten)]
+        client: ClientOpts,
+        name: String,
+    },
+    /// Hand a running framework a new workload (its scheduler sees the next generation).
+    Update {
+        #[command(flatten)]
+        client: ClientOpts,
+        name: String,
+        #[arg(long)]
+        workload: PathBuf,
+    },
+    /// Tear a framework down and kill its tasks.
+    Kill {
+        #[command(flatten)]
+        client: ClientOpts,
+        name: String,
+    },
+}
+
+fn read_workload(path: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read the workload file {}", path.display()))?;
+    String::from_utf8(bytes).map_err(|_| {
+        usage(format!(
+            "{}: the workload is not UTF-8 text",
+            path.display()
+        ))
+    })
+}
+
+fn list(client: &ClientOpts, name: &str) -> anyhow::Result<Vec<pb::FrameworkInfo>> {
+    match crate::client::request(
+        client,
+        Kind::ListFrameworks(pb::ListFrameworks {
+            name: name.to_owned(),
+        }),
+    )? {
+        R::Frameworks(l) => Ok(l.frameworks),
+        other => Err(anyhow!("unexpected answer from the master: {other:?}")),
+    }
+}
+
+fn one(kind: R) -> anyhow::Result<pb::FrameworkInfo> {
+    match kind {
+        R::Framework(f) => Ok(f),
+        other => Err(anyhow!("unexpected answer from the master: {other:?}")),
+    }
+}
+
+fn tasks_summary(f: &pb::FrameworkInfo) -> String {
+    if f.tasks.is_empty() {
+        return "none".to_owned();
+    }
+    f.tasks
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c.count,
+                c.state.trim_start_matches("TASK_").to_lowercase()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn print_summary(f: &pb::FrameworkInfo) {
+    println!(
+        "framework {} ({}) is {}{}",
+        f.name,
+        f.framework_id,
+        api::framework_state(f.state),
+        if f.message.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", f.message)
+        }
+    );
+}
+
+fn show(f: &pb::FrameworkInfo, tasks: &[pb::TaskInfo]) -> String {
+    let alloc = f.allocated.clone().unwrap_or_default();
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<12} {v}\n"));
+    line("name", f.name.clone());
+    line("id", f.framework_id.clone());
+    line("state", api::framework_state(f.state).to_owned());
+    if !f.message.is_empty() {
+        line("message", f.message.clone());
+    }
+    line("role", format!("{} (weight {})", f.role, f.weight));
+    line("submitted", crate::table::ago(f.submitted_at_ms));
+    if f.ended_at_ms != 0 {
+        line("ended", crate::table::ago(f.ended_at_ms));
+    }
+    line("generation", f.generation.to_string());
+    line(
+        "scheduler",
+        format!(
+            "{} ({} calls, {} errors)",
+            f.scheduler_digest.chars().take(12).collect::<String>(),
+            f.scheduler_calls,
+            f.scheduler_errors
+        ),
+    );
+    if !f.last_error.is_empty() {
+        line("last error", f.last_error.clone());
+    }
+    line(
+        "allocated",
+        format!(
+            "{} CPUs, {} MB memory; dominant share {:.1}%",
+            corral_core::format_cpus(alloc.cpus_milli),
+            alloc.mem_mb,
+            f.dominant_share * 100.0
+        ),
+    );
+    line(
+        "offers",
+        format!(
+            "{} outstanding{}",
+            f.offers,
+            if f.suppressed { ", suppressed" } else { "" }
+        ),
+    );
+    line("tasks", tasks_summary(f));
+    out.push('\n');
+    out.push_str(&crate::task::tasks_table(tasks));
+    out
+}
+
+fn wait_ended(
+    client: &ClientOpts,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<pb::FrameworkInfo> {
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let f = list(client, name)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("framework {name} is gone"))?;
+        if f.state != pb::FrameworkState::FrameworkActive as i32 {
+            return Ok(f);
+        }
+        if start.elapsed() > timeout {
+            bail!(
+                "framework {name} is still running after {:?} ({})",
+                timeout,
+                tasks_summary(&f)
+            );
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}
+
+pub fn run(cmd: FrameworkCmd) -> anyhow::Result<()> {
+    match cmd {
+        FrameworkCmd::Submit {
+            client,
+            name,
+            scheduler,
+            workload,
+            role,
+            weight,
+            wait,
+            timeout,
+        } => {
+            let workload = read_workload(&workload)?;
+            let (bytes, label) = crate::client::component(&scheduler)?;
+            if let Some(w) = weight {
+                if !(w.is_finite() && w > 0.0) {
+                    return Err(usage(format!(
+                        "--weight {w}: use a finite number greater than 0"
+                    )));
+                }
+            }
+            let who = format!(
+                "{}@cli",
+                std::env::var("USER").unwrap_or_else(|_| "operator".to_owned())
+            );
+            let header = Kind::FrameworkSubmit(pb::FrameworkSubmit {
+                name: name.clone(),
+                role: role.unwrap_or_default(),
+                weight: weight.unwrap_or(0.0),
+                workload,
+                who,
+                size: bytes.len() as u64,
+            });
+            let f = one(crate::client::upload(&client, header, &bytes)?)?;
+            if !wait {
+                if client.json {
+                    println!("{}", api::framework(&f));
+                } else {
+                    println!(
+                        "framework {} submitted as {} with scheduler {label}",
+                        f.name, f.framework_id
+                    );
+                }
+                return Ok(());
+            }
+            let f = wait_ended(&client, &f.framework_id, timeout)?;
+            if client.json {
+                println!("{}", api::framework(&f));
+            } else {
+                print_summary(&f);
+                println!("tasks: {}", tasks_summary(&f));
+            }
+            if f.state != pb::FrameworkState::FrameworkCompleted as i32 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        FrameworkCmd::List { client } => {
+            let list = list(&client, "")?;
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&api::frameworks(&list))?);
+                return Ok(());
+            }
+            if list.is_empty() {
+                println!("no frameworks");
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|f| {
+                    vec![
+                        f.name.clone(),
+                        f.framework_id.clone(),
+                        api::framework_state(f.state).to_owned(),
+                        f.role.clone(),
+                        format!("{}", f.weight),
+                        format!("{:.1}%", f.dominant_share * 100.0),
+                        tasks_summary(f),
+                        crate::table::ago(f.submitted_at_ms),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                crate::table::render(
+                    &[
+                        "NAME",
+                        "ID",
+                        "STATE",
+                        "ROLE",
+                        "WEIGHT",
+                        "SHARE",
+                        "TASKS",
+                        "SUBMITTED"
+                    ],
+                    &rows
+                )
+            );
+            Ok(())
+        }
+        FrameworkCmd::Show { client, name } => {
+            let f = list(&client, &name)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| anyhow!("no framework {name}"))?;
+            let tasks = crate::task::list(&client, &f.framework_id)?;
+            if client.json {
+                let mut v = api::framework(&f);
+                v["task_list"] = serde_json::Value::Array(
+                    tasks.iter().map(corral_master::http::api::task).collect(),
+                );
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", show(&f, &tasks));
+            }
+            Ok(())
+        }
+        FrameworkCmd::Update {
+            client,
+            name,
+            workload,
+        } => {
+            let workload = read_workload(&workload)?;
+            let f = one(crate::client::request(
+                &client,
+                Kind::FrameworkUpdate(pb::FrameworkUpdate { name, workload }),
+            )?)?;
+            if client.json {
+                println!("{}", api::framework(&f));
+            } else {
+                println!(
+                    "framework {} has a new workload (generation {})",
+                    f.name, f.generation
+                );
+            }
+            Ok(())
+        }
+        FrameworkCmd::Kill { client, name } => {
+            let f = one(crate::client::request(
+                &client,
+                Kind::FrameworkKill(pb::FrameworkKill { name }),
+            )?)?;
+            if client.json {
+                println!("{}", api::framework(&f));
+            } else {
+                println!("framework {} killed; its tasks are being killed", f.name);
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The master's book of frameworks: what each was submitted with, its offers, its filters,
+//! what it asked the allocator for, and the updates its scheduler has not seen yet.
+//!
+//! Plain data, owned by the registry actor; the framework actor only runs the scheduler.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use actix::Addr;
+use corral_core::{view, Resources};
+use corral_policy::SchedulerSlot;
+use corral_wire::pb;
+
+use crate::framework_actor::FrameworkActor;
+
+/// The role of a framework submitted without one.
+pub const DEFAULT_ROLE: &str = "*";
+
+/// How long a framework is refused an agent after its scheduler's answer was invalid.
+pub const ERROR_REFUSE_MS: u64 = 5_000;
+
+/// The longest offer filter a scheduler can ask for (one day).
+pub const MAX_REFUSE_SECONDS: u32 = 86_400;
+
+/// Where a framework is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameworkState {
+    Active,
+    Completed,
+    Failed,
+    Killed,
+}
+
+impl FrameworkState {
+    /// The wire form.
+    pub fn to_pb(self) -> pb::FrameworkState {
+        match self {
+            FrameworkState::Active => pb::FrameworkState::FrameworkActive,
+            FrameworkState::Completed => pb::FrameworkState::FrameworkCompleted,
+            FrameworkState::Failed => pb::FrameworkState::FrameworkFailed,
+            FrameworkState::Killed => pb::FrameworkState::FrameworkKilled,
+        }
+    }
+}
+
+/// Resources of one agent offered to one framework, until its scheduler answers.
+#[derive(Debug, Clone)]
+pub struct OfferEntry {
+    pub agent_id: String,
+    pub resources: Resources,
+}
+
+/// One framework.
+pub struct Framework {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub workload: String,
+    pub generation: u32,
+    pub state: FrameworkState,
+    /// Why it ended.
+    pub message: String,
+    pub submitted_at_ms: u64,
+    pub ended_at_ms: u64,
+    pub suppressed: bool,
+    /// The unit its scheduler asked to be offered in (zero: whole agents).
+    pub demand: view::Resources,
+    /// How many units it wants (1 until its scheduler says).
+    pub wanted: u32,
+    /// Agent id → until when (ms) the framework refuses it.
+    pub filters: HashMap<String, u64>,
+    /// Outstanding offers by id.
+    pub offers: BTreeMap<u64, OfferEntry>,
+    /// Offers arrived that its scheduler has not seen.
+    pub fresh_offers: bool,
+    /// Its scheduler must be called even with no offers (start, update, swap).
+    pub needs_schedule: bool,
+    /// Status updates its scheduler has not seen, in order.
+    pub updates: Vec<pb::TaskStatus>,
+    /// Its tasks' ids, in launch order, with the workload generation they were launched under.
+    pub tasks: Vec<(String, u32)>,
+    pub calls: u64,
+    pub errors: u64,
+    pub last_error: String,
+    /// The active scheduler's digest.
+    pub digest: String,
+    pub slot: Arc<SchedulerSlot>,
+    pub actor: Option<Addr<FrameworkActor>>,
+}
+
+impl Framework {
+    /// Whether the framework takes part in allocation.
+    pub fn is_active(&self) -> bool {
+        self.state == FrameworkState::Active
+    }
+
+    /// Whether its scheduler has something to look at.
+    pub fn has_work(&self) -> bool {
+        self.is_active() && (self.fresh_offers || self.needs_schedule || !self.updates.is_empty())
+    }
+
+    /// The resources of its outstanding offers.
+    pub fn offered(&self) -> Resources {
+        self.offers
+            .values()
+            .fold(Resources::default(), |acc, o| acc.add(&o.resources))
+    }
+
+    /// Whether `agent_id` is filtered at `now`.
+    pub fn is_filtered(&self, agent_id: &str, now: u64) -> bool {
+        self.filters.get(agent_id).is_some_and(|&until| now < until)
+    }
+
+    /// Drops filters that have run out.
+    pub fn expire_filters(&mut self, now: u64) {
+        self.filters.retain(|_, until| now < *until);
+    }
+}
+
+/// Checks a framework's name: what the CLI and the API name it by.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "framework name {name:?}: use 1 to 64 letters, digits, '-' or '_', starting with a letter or digit"
+        ))
+    }
+}
+
+/// Checks a role's name (`*` is the default role).
+pub fn validate_role(role: &str) -> Result<(), String> {
+    let ok = role == DEFAULT_ROLE
+        || (!role.is_empty()
+            && role.len() <= 64
+            && !role.starts_with('.')
+            && !role.starts_with('-')
+            && role
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "role {role:?}: use '*' or 1 to 64 letters, digits, '-', '_' or '.', not starting with '.' or '-'"
+        ))
+    }
+}
+
+/// Checks a workload file: the scheduler parses it, but a file that is not TOML is refused
+/// at once, with the line and column of the mistake.
+pub fn validate_workload(workload: &str) -> Result<(), String> {
+    if workload.len() > 1 << 20 {
+        return Err(format!(
+            "workload: {} bytes is over the limit of 1 MiB",
+            workload.len()
+        ));
+    }
+    toml::from_str::<toml::Table>(workload)
+        .map(|_| ())
+        .map_err(|e| format!("workload is not valid TOML: {}", e.to_string().trim_end()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_roles_and_workloads() {
+        assert!(validate_name("hello").is_ok());
+        assert!(validate_name("web_2-a").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("-x").is_err());
+        assert!(validate_name("a b").is_err());
+        assert!(validate_role("*").is_ok());
+        assert!(validate_role("prod.web").is_ok());
+        assert!(validate_role(".x").is_err());
+        assert!(validate_workload("count = 3\nimage = \"busybox\"\n").is_ok());
+        let err = validate_workload("count = \n").unwrap_err();
+        assert!(err.contains("line 1"), "{err}");
+    }
+}

@@ -1,0 +1,1053 @@
+//! The registry's frameworks: allocation views and offers, scheduler turns and their
+//! decisions, and the framework lifecycle (submit, update, kill, complete, fail).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use corral_core::agents::AgentState;
+use corral_core::tasks::spec_resources;
+use corral_core::{view, Resources};
+use corral_policy::scheduler::{self as wit, Decision, SchedulerView};
+use corral_policy::{SchedulerSlot, SwapRecord};
+use corral_wire::pb::{self, envelope::Body};
+
+use crate::convert;
+use crate::framework_actor::{Decide, FrameworkActor, Poke, SchedulerTurn, Stop, Turn};
+use crate::frameworks::{
+    validate_name, validate_role, validate_workload, Framework, FrameworkState, OfferEntry,
+    ERROR_REFUSE_MS, MAX_REFUSE_SECONDS,
+};
+use crate::now_ms;
+use crate::registry_actor::{assign_ports, capacity, refused, Refused, RegistryActor};
+
+/// The label every task a framework launches carries: the workload generation it was
+/// launched under (visible in `docker ps` and the API).
+pub use corral_containerizer::GENERATION_LABEL;
+
+fn scalar(r: &Resources) -> view::Resources {
+    view::Resources::new(r.cpus_milli, r.mem_mb, r.disk_mb)
+}
+
+/// A framework's starting view: its workload, no offers, no tasks. New schedulers are
+/// dry-run on it before the framework starts.
+pub fn initial_view(id: &str, name: &str, role: &str, workload: &str) -> SchedulerView {
+    SchedulerView {
+        now_ms: now_ms(),
+        framework_id: id.to_owned(),
+        name: name.to_owned(),
+        role: role.to_owned(),
+        workload: workload.to_owned(),
+        generation: 1,
+        offers: Vec::new(),
+        tasks: Vec::new(),
+        draining: Vec::new(),
+        suppressed: false,
+    }
+}
+
+impl RegistryActor {
+    /// The resources of outstanding offers on `agent_id`.
+    pub(crate) fn offered_on(&self, agent_id: &str) -> Resources {
+        self.frameworks
+            .values()
+            .flat_map(|f| f.offers.values())
+            .filter(|o| o.agent_id == agent_id)
+            .fold(Resources::default(), |acc, o| acc.add(&o.resources))
+    }
+
+    /// What an agent has neither running nor offered.
+    pub(crate) fn free_on(&self, agent_id: &str) -> Resources {
+        let Some(a) = self.agents.get(agent_id) else {
+            return Resources::default();
+        };
+        let offered = self.offered_on(agent_id);
+        let used = a.used.add(&offered);
+        saturating_sub(&a.total, &used)
+    }
+
+    /// Hands a task's new status to its framework's scheduler.
+    pub(crate) fn task_changed(&mut self, status: &pb::TaskStatus) {
+        let Some(fw_id) = self
+            .tasks
+            .get(&status.task_id)
+            .map(|t| t.spec.framework_id.clone())
+        else {
+            return;
+        };
+        if let Some(fw) = self.frameworks.get_mut(&fw_id) {
+            if fw.is_active() {
+                fw.updates.push(status.clone());
+                poke(fw);
+            }
+        }
+    }
+
+    /// Takes back every offer of `agent_id` (it is gone or draining).
+    pub(crate) fn rescind_agent(&mut self, agent_id: &str) {
+        for fw in self.frameworks.values_mut() {
+            fw.offers.retain(|_, o| o.agent_id != agent_id);
+        }
+    }
+
+    /// The framework `name` names: the active one of that name, else the latest one of
+    /// that name, else the one whose id it is.
+    pub(crate) fn find_framework(&self, name: &str) -> Option<&Framework> {
+        self.frameworks
+            .values()
+            .filter(|f| f.name == name)
+            .max_by_key(|f| (f.is_active(), f.submitted_at_ms, f.id.clone()))
+            .or_else(|| self.frameworks.get(name))
+    }
+
+    fn find_framework_id(&self, name: &str) -> Result<String, Refused> {
+        self.find_framework(name)
+            .map(|f| f.id.clone())
+            .ok_or_else(|| refused("not_found", format!("no framework {name}")))
+    }
+
+    /// The ids of every framework `name` may mean (all of that name, or the one with that id).
+    pub(crate) fn framework_ids_named(&self, name: &str) -> HashSet<String> {
+        let mut ids: HashSet<String> = self
+            .frameworks
+            .values()
+            .filter(|f| f.name == name)
+            .map(|f| f.id.clone())
+            .collect();
+        ids.insert(name.to_owned());
+        ids
+    }
+
+    /// The allocator's view: active agents' free resources, active frameworks with their
+    /// roles, holdings, demands and filters. Remembers which index is which agent and
+    /// framework, for the offers that come back.
+    pub(crate) fn allocation_view(&mut self) -> view::AllocatorView {
+        let now = now_ms();
+        let mut total = view::Resources::ZERO;
+        let mut agents = Vec::new();
+        let mut agent_ids = Vec::new();
+        let mut agent_index = BTreeMap::new();
+        let schedulable: Vec<String> = self
+            .agents
+            .iter()
+            .filter(|a| a.state == AgentState::Active)
+            .map(|a| a.id.clone())
+            .collect();
+        for id in schedulable {
+            let Some(a) = self.agents.get(&id) else {
+                continue;
+            };
+            total = total.saturating_add(&scalar(&a.total));
+            if !self.links.contains_key(&id) || self.draining.contains_key(&id) {
+                continue;
+            }
+            agent_index.insert(id.clone(), agent_ids.len() as u32);
+            agents.push(scalar(&self.free_on(&id)));
+            agent_ids.push(id);
+        }
+        let mut roles = Vec::new();
+        let mut role_index = BTreeMap::new();
+        let mut frameworks = Vec::new();
+        let mut framework_ids = Vec::new();
+        let mut filters = Vec::new();
+        for fw in self.frameworks.values_mut().filter(|f| f.is_active()) {
+            fw.expire_filters(now);
+        }
+        for fw in self.frameworks.values().filter(|f| f.is_active()) {
+            let role = *role_index.entry(fw.role.clone()).or_insert_with(|| {
+                roles.push(view::Role {
+                    weight: self.roles.get(&fw.role).copied().unwrap_or(1.0),
+                });
+                roles.len() as u32 - 1
+            });
+            let mut allocated = scalar(&fw.offered());
+            for (task_id, _) in &fw.tasks {
+                if let Some(t) = self.tasks.get(task_id) {
+                    if !t.state().is_terminal() {
+                        allocated = allocated.saturating_add(&scalar(&t.resources));
+                    }
+                }
+            }
+            let index = frameworks.len() as u32;
+            for (agent_id, until) in &fw.filters {
+                if let Some(&agent) = agent_index.get(agent_id) {
+                    filters.push(view::Filter {
+                        framework: index,
+                        agent,
+                        until_ms: *until,
+                    });
+                }
+            }
+            frameworks.push(view::Framework {
+                role,
+                allocated,
+                demand: fw.demand,
+                wanted: fw.wanted,
+                suppressed: fw.suppressed,
+            });
+            framework_ids.push(fw.id.clone());
+        }
+        self.cycle = (agent_ids, framework_ids);
+        view::AllocatorView {
+            now_ms: now,
+            total,
+            agents,
+            roles,
+            frameworks,
+            filters,
+        }
+    }
+
+    /// Turns the allocator's offers into offers to frameworks. Whatever changed since the
+    /// view was built (an agent lost, a framework ended, resources taken) drops the offer.
+    pub(crate) fn apply_offers(&mut self, offers: Vec<view::Offer>) {
+        let mut poked = HashSet::new();
+        for o in offers {
+            let (Some(agent_id), Some(fw_id)) = (
+                self.cycle.0.get(o.agent as usize).cloned(),
+                self.cycle.1.get(o.framework as usize).cloned(),
+            ) else {
+                continue;
+            };
+            let usable = self
+                .agents
+                .get(&agent_id)
+                .is_some_and(|a| a.state == AgentState::Active)
+                && self.links.contains_key(&agent_id)
+                && !self.draining.contains_key(&agent_id);
+            if !usable {
+                continue;
+            }
+            let free = self.free_on(&agent_id);
+            let want = Resources {
+                cpus_milli: o.resources.cpus_milli,
+                mem_mb: o.resources.mem_mb,
+                disk_mb: o.resources.disk_mb,
+                ports: free.ports.clone(),
+            };
+            if !free.contains(&want) {
+                tracing::debug!(agent_id = %agent_id, framework = %fw_id, "offer no longer free; dropped");
+                continue;
+            }
+            let Some(fw) = self.frameworks.get_mut(&fw_id) else {
+                continue;
+            };
+            if !fw.is_active() || fw.suppressed {
+                continue;
+            }
+            self.next_offer += 1;
+            fw.offers.insert(
+                self.next_offer,
+                OfferEntry {
+                    agent_id,
+                    resources: want,
+                },
+            );
+            fw.fresh_offers = true;
+            crate::http::metrics::METRICS.offers_made.inc();
+            poked.insert(fw_id);
+        }
+        for id in poked {
+            if let Some(fw) = self.frameworks.get(&id) {
+                poke(fw);
+            }
+        }
+    }
+
+    fn turn(&mut self, id: &str) -> Option<Turn> {
+        let now = now_ms();
+        let draining: Vec<String> = self.draining.keys().cloned().collect();
+        let fw = self.frameworks.get_mut(id)?;
+        if !fw.has_work() {
+            return None;
+        }
+        fw.expire_filters(now);
+        fw.fresh_offers = false;
+        fw.needs_schedule = false;
+        let updates: Vec<wit::TaskStatus> = std::mem::take(&mut fw.updates)
+            .iter()
+            .map(convert::status_to_wit)
+            .collect();
+        let mut offer_ids = Vec::with_capacity(fw.offers.len());
+        let mut offers = Vec::with_capacity(fw.offers.len());
+        for (oid, o) in &fw.offers {
+            offer_ids.push(*oid);
+            offers.push(wit::ResourceOffer {
+                agent_id: o.agent_id.clone(),
+                hostname: self
+                    .agents
+                    .get(&o.agent_id)
+                    .map(|a| a.hostname.clone())
+                    .unwrap_or_default(),
+                resources: convert::resources_to_wit(&o.resources),
+                ports: o
+                    .resources
+                    .ports
+                    .iter()
+                    .map(|&(begin, end)| wit::PortRange { begin, end })
+                    .collect(),
+            });
+        }
+        let mut tasks = Vec::with_capacity(fw.tasks.len());
+        for (task_id, generation) in &fw.tasks {
+            let Some(t) = self.tasks.get(task_id) else {
+                continue;
+            };
+            tasks.push(wit::Task {
+                task_id: task_id.clone(),
+                name: t.spec.name.clone(),
+                agent_id: t.agent_id.clone(),
+                state: convert::state_to_wit(t.status.state),
+                reason: convert::reason_to_wit(t.status.reason),
+                message: t.status.message.clone(),
+                exit_code: t.status.exit_code,
+                healthy: t.status.healthy,
+                generation: *generation,
+                resources: convert::resources_to_wit(&t.resources),
+            });
+        }
+        let view = SchedulerView {
+            now_ms: now,
+            framework_id: fw.id.clone(),
+            name: fw.name.clone(),
+            role: fw.role.clone(),
+            workload: fw.workload.clone(),
+            generation: fw.generation,
+            offers,
+            tasks,
+            draining,
+            suppressed: fw.suppressed,
+        };
+        Some(Turn {
+            view,
+            updates,
+            offer_ids,
+        })
+    }
+
+    fn decide(&mut self, msg: Decide) {
+        let now = now_ms();
+        let Some(fw) = self.frameworks.get_mut(&msg.id) else {
+            return;
+        };
+        // The turn's offers are answered now, whatever the answer: take them back from the
+        // framework (an offer rescinded meanwhile is already gone).
+        let mut offers: Vec<Option<OfferEntry>> = msg
+            .offer_ids
+            .iter()
+            .map(|oid| fw.offers.remove(oid))
+            .collect();
+        if !fw.is_active() {
+            return;
+        }
+        let decisions = match msg.result {
+            Ok(d) => {
+                fw.calls += 1;
+                d
+            }
+            Err(e) => {
+                fw.errors += 1;
+                tracing::warn!(framework = %fw.id, error = %e, "scheduler error; its offers are declined for a while");
+                fw.last_error = e;
+                for o in offers.iter().flatten() {
+                    fw.filters
+                        .insert(o.agent_id.clone(), now.saturating_add(ERROR_REFUSE_MS));
+                }
+                return;
+            }
+        };
+        let mut launches = Vec::new();
+        let mut kills = Vec::new();
+        let mut end = None;
+        for d in decisions {
+            match d {
+                Decision::Launch(l) => {
+                    let offer = offers.get_mut(l.offer as usize).and_then(Option::take);
+                    launches.push((offer, l.tasks));
+                }
+                Decision::Decline(d) => {
+                    if let Some(o) = offers.get_mut(d.offer as usize).and_then(Option::take) {
+                        let secs = u64::from(d.refuse_seconds.min(MAX_REFUSE_SECONDS));
+                        fw.filters
+                            .insert(o.agent_id, now.saturating_add(secs * 1000));
+                    }
+                }
+                Decision::Suppress => fw.suppressed = true,
+                Decision::Revive => {
+                    fw.suppressed = false;
+                    fw.filters.clear();
+                }
+                Decision::Demand(d) => {
+                    fw.demand = view::Resources::new(
+                        d.resources.cpus_milli,
+                        d.resources.mem_mb,
+                        d.resources.disk_mb,
+                    );
+                    fw.wanted = d.count;
+                }
+                Decision::Kill(task_id) => kills.push(task_id),
+                Decision::Complete => {
+                    end = Some((
+                        FrameworkState::Completed,
+                        "its scheduler completed it".to_owned(),
+                    ))
+                }
+                Decision::Fail(message) => end = Some((FrameworkState::Failed, message)),
+            }
+        }
+        if fw.suppressed {
+            // A suppressed framework holds no offers.
+            fw.offers.clear();
+        }
+        let id = msg.id;
+        for (offer, specs) in launches {
+            self.launch(&id, offer, specs, msg.generation, now);
+        }
+        for task_id in kills {
+            self.send_kill(&task_id);
+        }
+        if let Some((state, message)) = end {
+            self.end_framework(&id, state, message);
+        }
+        self.save_framework(&id);
+        self.flush(None);
+    }
+
+    /// Launches `specs` on `offer` (validated by the policy host against the view; checked
+    /// again here against the agent as it is now).
+    fn launch(
+        &mut self,
+        fw_id: &str,
+        offer: Option<OfferEntry>,
+        specs: Vec<wit::TaskSpec>,
+        generation: u32,
+        now: u64,
+    ) {
+        let Some(offer) = offer else {
+            // The offer was rescinded (its agent was lost or drained) during the call.
+            for spec in specs {
+                let spec = convert::spec_to_pb(&spec);
+                self.record_failed_launch(
+                    fw_id,
+                    spec,
+                    "",
+                    pb::TaskState::TaskDropped,
+                    pb::TaskReason::ReasonAgentLost,
+                    "the offer was rescinded before the launch".into(),
+                    generation,
+                    now,
+                );
+            }
+            return;
+        };
+        let mut remaining = offer.resources.clone();
+        let agent_id = offer.agent_id.clone();
+        for spec in specs {
+            let mut spec = convert::spec_to_pb(&spec);
+            spec.labels.retain(|l| l.key != GENERATION_LABEL);
+            spec.labels.push(pb::KeyValue {
+                key: GENERATION_LABEL.into(),
+                value: generation.to_string(),
+            });
+            if self.tasks.contains(&spec.task_id) {
+                // Ids are checked against the framework's tasks by the host; a clash with
+                // another framework's task is caught here.
+                let message = format!("task id {} is already used in the cluster", spec.task_id);
+                spec.task_id = format!("{}.dup-{:08x}", spec.task_id, rand::random::<u32>());
+                self.record_failed_launch(
+                    fw_id,
+                    spec,
+                    &agent_id,
+                    pb::TaskState::TaskError,
+                    pb::TaskReason::ReasonInvalidSpec,
+                    message,
+                    generation,
+                    now,
+                );
+                continue;
+            }
+            if !assign_ports(&mut spec, &remaining) {
+                self.record_failed_launch(
+                    fw_id,
+                    spec,
+                    &agent_id,
+                    pb::TaskState::TaskError,
+                    pb::TaskReason::ReasonInvalidSpec,
+                    "port_mappings: the offer has too few free ports".into(),
+                    generation,
+                    now,
+                );
+                continue;
+            }
+            if let Err(e) = corral_containerizer::validate_spec(&spec, &capacity(&remaining)) {
+                self.record_failed_launch(
+                    fw_id,
+                    spec,
+                    &agent_id,
+                    pb::TaskState::TaskError,
+                    pb::TaskReason::ReasonInvalidSpec,
+                    e.to_string(),
+                    generation,
+                    now,
+                );
+                continue;
+            }
+            let need = spec_resources(&spec);
+            remaining = saturating_sub(&remaining, &need);
+            if let Some(a) = self.agents.get_mut(&agent_id) {
+                a.used = a.used.add(&need);
+            }
+            let task_id = spec.task_id.clone();
+            let launch = corral_wire::envelope(Body::LaunchTask(pb::LaunchTask {
+                spec: Some(spec.clone()),
+            }));
+            self.tasks.add(now, spec, &agent_id);
+            self.note_task(&task_id, generation);
+            self.save_task(&task_id);
+            match self.links.get(&agent_id).map(|l| l.out.clone()) {
+                Some(out) => self.send_when_saved(&out, launch),
+                None => {
+                    tracing::warn!(task_id = %task_id, agent_id = %agent_id, "agent link gone during launch")
+                }
+            }
+            if let Some(fw) = self.frameworks.get_mut(fw_id) {
+                fw.tasks.push((task_id.clone(), generation));
+            }
+            crate::http::metrics::METRICS.launches.inc();
+            tracing::debug!(task_id = %task_id, agent_id = %agent_id, framework = %fw_id, "task launched");
+        }
+    }
+
+    /// Records a task that never reached an agent, in a terminal state its scheduler sees.
+    #[allow(clippy::too_many_arguments)]
+    fn record_failed_launch(
+        &mut self,
+        fw_id: &str,
+        spec: pb::TaskSpec,
+        agent_id: &str,
+        state: pb::TaskState,
+        reason: pb::TaskReason,
+        message: String,
+        generation: u32,
+        now: u64,
+    ) {
+        tracing::info!(task_id = %spec.task_id, framework = %fw_id, error = %message, "launch refused");
+        let task_id = spec.task_id.clone();
+        self.tasks.add(now, spec, agent_id);
+        self.note_task(&task_id, generation);
+        let status = pb::TaskStatus {
+            task_id: task_id.clone(),
+            framework_id: fw_id.to_owned(),
+            agent_id: agent_id.to_owned(),
+            state: state as i32,
+            reason: reason as i32,
+            message,
+            timestamp_ms: now,
+            ..Default::default()
+        };
+        self.tasks.apply(&status);
+        self.save_task(&task_id);
+        if let Some(fw) = self.frameworks.get_mut(fw_id) {
+            fw.tasks.push((task_id, generation));
+        }
+        self.task_changed(&status);
+    }
+
+    /// Asks a task's agent to kill it, if the task still runs and its agent is connected.
+    pub(crate) fn send_kill(&self, task_id: &str) -> bool {
+        let Some(task) = self.tasks.get(task_id) else {
+            return false;
+        };
+        if task.state().is_terminal() {
+            return false;
+        }
+        self.links.get(&task.agent_id).is_some_and(|link| {
+            link.out
+                .send(corral_wire::envelope(Body::KillTask(pb::KillTask {
+                    task_id: task_id.to_owned(),
+                    framework_id: task.spec.framework_id.clone(),
+                    grace_period_ms: 0,
+                })))
+                .is_ok()
+        })
+    }
+
+    /// Ends a framework: its offers go back, its tasks are killed, its actor stops.
+    fn end_framework(&mut self, id: &str, state: FrameworkState, message: String) {
+        let Some(fw) = self.frameworks.get_mut(id) else {
+            return;
+        };
+        if !fw.is_active() {
+            return;
+        }
+        tracing::info!(framework = %id, state = ?state, message = %message, "framework ended");
+        fw.state = state;
+        fw.message = message;
+        fw.ended_at_ms = now_ms();
+        fw.offers.clear();
+        fw.updates.clear();
+        fw.suppressed = true;
+        if let Some(actor) = fw.actor.take() {
+            actor.do_send(Stop);
+        }
+        let live: Vec<String> = fw
+            .tasks
+            .iter()
+            .filter(|(t, _)| self.tasks.get(t).is_some_and(|t| !t.state().is_terminal()))
+            .map(|(t, _)| t.clone())
+            .collect();
+        for task_id in live {
+            self.send_kill(&task_id);
+        }
+        self.save_framework(id);
+    }
+
+    /// The wire form of a framework.
+    pub(crate) fn framework_info(&self, fw: &Framework) -> pb::FrameworkInfo {
+        let mut counts: BTreeMap<&'static str, u32> = BTreeMap::new();
+        let mut allocated = fw.offered();
+        for (task_id, _) in &fw.tasks {
+            if let Some(t) = self.tasks.get(task_id) {
+                *counts.entry(t.state().as_str_name()).or_default() += 1;
+                if !t.state().is_terminal() {
+                    allocated = allocated.add(&t.resources);
+                }
+            }
+        }
+        let total = self
+            .agents
+            .iter()
+            .filter(|a| a.state == AgentState::Active)
+            .fold(view::Resources::ZERO, |acc, a| {
+                acc.saturating_add(&scalar(&a.total))
+            });
+        pb::FrameworkInfo {
+            framework_id: fw.id.clone(),
+            name: fw.name.clone(),
+            role: fw.role.clone(),
+            weight: self.roles.get(&fw.role).copied().unwrap_or(1.0),
+            state: fw.state.to_pb() as i32,
+            message: fw.message.clone(),
+            generation: fw.generation,
+            workload: fw.workload.clone(),
+            scheduler_digest: fw.slot.active().unwrap_or_else(|| fw.digest.clone()),
+            submitted_at_ms: fw.submitted_at_ms,
+            ended_at_ms: fw.ended_at_ms,
+            suppressed: fw.suppressed,
+            offers: fw.offers.len() as u32,
+            dominant_share: corral_core::drf::dominant_share(&scalar(&allocated), &total),
+            allocated: Some((&allocated).into()),
+            tasks: counts
+                .into_iter()
+                .map(|(state, count)| pb::TaskCount {
+                    state: state.to_owned(),
+                    count,
+                })
+                .collect(),
+            scheduler_calls: fw.calls,
+            scheduler_errors: fw.errors,
+            last_error: fw.last_error.clone(),
+            demand: Some(pb::Resources {
+                cpus_milli: fw.demand.cpus_milli,
+                mem_mb: fw.demand.mem_mb,
+                disk_mb: fw.demand.disk_mb,
+                ports: Vec::new(),
+            }),
+            wanted: fw.wanted,
+        }
+    }
+
+    fn check_submit(
+        &self,
+        name: &str,
+        role: &str,
+        weight: f64,
+        workload: &str,
+    ) -> Result<(), Refused> {
+        let invalid = |m: String| refused("invalid_framework", m);
+        validate_name(name).map_err(invalid)?;
+        validate_role(role).map_err(invalid)?;
+        if weight != 0.0 && !corral_core::drf::valid_weight(weight) {
+            return Err(invalid(format!(
+                "weight {weight}: use a finite number greater than 0"
+            )));
+        }
+        validate_workload(workload).map_err(invalid)?;
+        if self
+            .frameworks
+            .values()
+            .any(|f| f.name == name && f.is_active())
+        {
+            return Err(refused(
+                "framework_exists",
+                format!("framework {name} is already running; update it or kill it first"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A new framework id for `name`: the name and a random suffix, so that task ids
+    /// (which start with it) and the container names made from them do not clash with
+    /// another incarnation of the framework, or another cluster on the same Docker host.
+    fn next_framework_id(&self, name: &str) -> String {
+        loop {
+            let id = format!("{name}-{:06x}", rand::random::<u32>() & 0xff_ffff);
+            if !self.frameworks.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+}
+
+/// `a - b`, each quantity saturating at zero, and `a`'s ports without `b`'s.
+pub(crate) fn saturating_sub(a: &Resources, b: &Resources) -> Resources {
+    let mut ports = a.ports.clone();
+    for &(bb, be) in &b.ports {
+        ports = ports
+            .into_iter()
+            .flat_map(|(ab, ae)| {
+                let mut left = Vec::with_capacity(2);
+                if ae < bb || be < ab {
+                    left.push((ab, ae));
+                } else {
+                    if ab < bb {
+                        left.push((ab, bb - 1));
+                    }
+                    if be < ae {
+                        left.push((be + 1, ae));
+                    }
+                }
+                left
+            })
+            .collect();
+    }
+    Resources {
+        cpus_milli: a.cpus_milli.saturating_sub(b.cpus_milli),
+        mem_mb: a.mem_mb.saturating_sub(b.mem_mb),
+        disk_mb: a.disk_mb.saturating_sub(b.disk_mb),
+        ports,
+    }
+}
+
+fn poke(fw: &Framework) {
+    if let Some(actor) = &fw.actor {
+        actor.do_send(Poke);
+    }
+}
+
+// ------------------------------------------------------------------------------------
+// Messages
+
+/// The allocator's view of the cluster now.
+#[derive(Message)]
+#[rtype(result = "view::AllocatorView")]
+pub struct AllocationView;
+
+impl Handler<AllocationView> for RegistryActor {
+    type Result = MessageResult<AllocationView>;
+
+    fn handle(&mut self, _: AllocationView, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.allocation_view())
+    }
+}
+
+/// The offers of the allocation cycle that used the latest view.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ApplyOffers {
+    pub offers: Vec<view::Offer>,
+}
+
+impl Handler<ApplyOffers> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ApplyOffers, _: &mut Self::Context) {
+        self.apply_offers(msg.offers);
+    }
+}
+
+impl Handler<SchedulerTurn> for RegistryActor {
+    type Result = MessageResult<SchedulerTurn>;
+
+    fn handle(&mut self, msg: SchedulerTurn, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.turn(&msg.id))
+    }
+}
+
+impl Handler<Decide> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Decide, _: &mut Self::Context) {
+        self.decide(msg);
+    }
+}
+
+/// Checks a submission before its scheduler is loaded.
+#[derive(Message)]
+#[rtype(result = "Result<String, Refused>")]
+pub struct CheckSubmit {
+    pub name: String,
+    pub role: String,
+    pub weight: f64,
+    pub workload: String,
+}
+
+impl Handler<CheckSubmit> for RegistryActor {
+    type Result = Result<String, Refused>;
+
+    fn handle(&mut self, msg: CheckSubmit, _: &mut Self::Context) -> Self::Result {
+        self.check_submit(&msg.name, &msg.role, msg.weight, &msg.workload)?;
+        Ok(self.next_framework_id(&msg.name))
+    }
+}
+
+/// Starts a framework whose scheduler is loaded.
+#[derive(Message)]
+#[rtype(result = "Result<pb::FrameworkInfo, Refused>")]
+pub struct AddFramework {
+    /// The id [`CheckSubmit`] gave.
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub weight: f64,
+    pub workload: String,
+    pub slot: Arc<SchedulerSlot>,
+    /// The scheduler's component, kept for restarts.
+    pub component: Vec<u8>,
+}
+
+impl Handler<AddFramework> for RegistryActor {
+    type Result = Result<pb::FrameworkInfo, Refused>;
+
+    fn handle(&mut self, msg: AddFramework, ctx: &mut Self::Context) -> Self::Result {
+        self.check_submit(&msg.name, &msg.role, msg.weight, &msg.workload)?;
+        let id = if self.frameworks.contains_key(&msg.id) {
+            self.next_framework_id(&msg.name)
+        } else {
+            msg.id
+        };
+        if msg.weight != 0.0 {
+            self.roles.insert(msg.role.clone(), msg.weight);
+        } else {
+            self.roles.entry(msg.role.clone()).or_insert(1.0);
+        }
+        let actor = FrameworkActor::new(id.clone(), msg.slot.clone(), ctx.address()).start();
+        let fw = Framework {
+            id: id.clone(),
+            name: msg.name,
+            role: msg.role,
+            workload: msg.workload,
+            generation: 1,
+            state: FrameworkState::Active,
+            message: String::new(),
+            submitted_at_ms: now_ms(),
+            ended_at_ms: 0,
+            suppressed: false,
+            demand: view::Resources::ZERO,
+            wanted: 1,
+            filters: Default::default(),
+            offers: BTreeMap::new(),
+            fresh_offers: false,
+            needs_schedule: true,
+            updates: Vec::new(),
+            tasks: Vec::new(),
+            calls: 0,
+            errors: 0,
+            last_error: String::new(),
+            digest: corral_policy::digest(&msg.component),
+            slot: msg.slot,
+            actor: Some(actor),
+        };
+        tracing::info!(framework = %id, role = %fw.role, "framework submitted");
+        poke(&fw);
+        let info = self.framework_info(&fw);
+        let (role, digest) = (fw.role.clone(), fw.digest.clone());
+        self.frameworks.insert(id.clone(), fw);
+        self.save_component(&digest, msg.component);
+        self.save_role(&role);
+        self.save_framework(&id);
+        self.flush(None);
+        Ok(info)
+    }
+}
+
+/// Frameworks, all or those `name` names.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<pb::FrameworkInfo>, Refused>")]
+pub struct ListFrameworks {
+    pub name: String,
+}
+
+impl Handler<ListFrameworks> for RegistryActor {
+    type Result = Result<Vec<pb::FrameworkInfo>, Refused>;
+
+    fn handle(&mut self, msg: ListFrameworks, _: &mut Self::Context) -> Self::Result {
+        if msg.name.is_empty() {
+            return Ok(self
+                .frameworks
+                .values()
+                .map(|f| self.framework_info(f))
+                .collect());
+        }
+        let fw = self
+            .find_framework(&msg.name)
+            .ok_or_else(|| refused("not_found", format!("no framework {}", msg.name)))?;
+        Ok(vec![self.framework_info(fw)])
+    }
+}
+
+/// Replaces a running framework's workload.
+#[derive(Message)]
+#[rtype(result = "Result<pb::FrameworkInfo, Refused>")]
+pub struct UpdateFramework {
+    pub name: String,
+    pub workload: String,
+}
+
+impl Handler<UpdateFramework> for RegistryActor {
+    type Result = Result<pb::FrameworkInfo, Refused>;
+
+    fn handle(&mut self, msg: UpdateFramework, _: &mut Self::Context) -> Self::Result {
+        validate_workload(&msg.workload).map_err(|m| refused("invalid_framework", m))?;
+        let id = self.find_framework_id(&msg.name)?;
+        let Some(fw) = self.frameworks.get_mut(&id) else {
+            return Err(refused("not_found", format!("no framework {}", msg.name)));
+        };
+        if !fw.is_active() {
+            return Err(refused(
+                "framework_ended",
+                format!("framework {} has ended; submit it again", msg.name),
+            ));
+        }
+        fw.workload = msg.workload;
+        fw.generation += 1;
+        fw.needs_schedule = true;
+        tracing::info!(framework = %id, generation = fw.generation, "workload updated");
+        poke(fw);
+        self.save_framework(&id);
+        self.flush(None);
+        Ok(self.framework_info(&self.frameworks[&id]))
+    }
+}
+
+/// Tears a framework down and kills its tasks.
+#[derive(Message)]
+#[rtype(result = "Result<pb::FrameworkInfo, Refused>")]
+pub struct KillFramework {
+    pub name: String,
+}
+
+impl Handler<KillFramework> for RegistryActor {
+    type Result = Result<pb::FrameworkInfo, Refused>;
+
+    fn handle(&mut self, msg: KillFramework, _: &mut Self::Context) -> Self::Result {
+        let id = self.find_framework_id(&msg.name)?;
+        if !self.frameworks[&id].is_active() {
+            return Err(refused(
+                "framework_ended",
+                format!("framework {} has already ended", msg.name),
+            ));
+        }
+        self.end_framework(&id, FrameworkState::Killed, "killed by request".into());
+        self.flush(None);
+        Ok(self.framework_info(&self.frameworks[&id]))
+    }
+}
+
+/// The scheduler slot of a running framework, to swap its policy.
+#[derive(Message)]
+#[rtype(result = "Result<(String, Arc<SchedulerSlot>), Refused>")]
+pub struct FrameworkSlot {
+    pub name: String,
+}
+
+impl Handler<FrameworkSlot> for RegistryActor {
+    type Result = Result<(String, Arc<SchedulerSlot>), Refused>;
+
+    fn handle(&mut self, msg: FrameworkSlot, _: &mut Self::Context) -> Self::Result {
+        let fw = self
+            .frameworks
+            .values()
+            .find(|f| f.name == msg.name && f.is_active())
+            .ok_or_else(|| refused("unknown_slot", format!("no running framework {}", msg.name)))?;
+        Ok((fw.id.clone(), fw.slot.clone()))
+    }
+}
+
+/// A framework's scheduler was swapped: give the new one a turn.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SchedulerSwapped {
+    pub id: String,
+    /// The new scheduler's component, kept for restarts.
+    pub component: Vec<u8>,
+}
+
+impl Handler<SchedulerSwapped> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SchedulerSwapped, _: &mut Self::Context) {
+        let digest = corral_policy::digest(&msg.component);
+        if let Some(fw) = self.frameworks.get_mut(&msg.id) {
+            fw.needs_schedule = true;
+            fw.digest = digest.clone();
+            poke(fw);
+        }
+        self.save_component(&digest, msg.component);
+        self.save_framework(&msg.id);
+        self.flush(None);
+    }
+}
+
+/// Every framework scheduler slot's history.
+#[derive(Message)]
+#[rtype(result = "Vec<SwapRecord>")]
+pub struct SchedulerHistories;
+
+impl Handler<SchedulerHistories> for RegistryActor {
+    type Result = MessageResult<SchedulerHistories>;
+
+    fn handle(&mut self, _: SchedulerHistories, _: &mut Self::Context) -> Self::Result {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        // Newest framework of each name first, so the history shows the running one.
+        let mut fws: Vec<&Framework> = self.frameworks.values().collect();
+        fws.sort_by_key(|f| (!f.is_active(), std::cmp::Reverse(f.submitted_at_ms)));
+        for fw in fws {
+            if seen.insert(fw.name.clone()) {
+                out.extend(fw.slot.history());
+            }
+        }
+        MessageResult(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saturating_sub_removes_ports() {
+        let a = Resources {
+            cpus_milli: 1000,
+            mem_mb: 100,
+            disk_mb: 0,
+            ports: vec![(31000, 31010)],
+        };
+        let b = Resources {
+            cpus_milli: 2000,
+            mem_mb: 50,
+            disk_mb: 0,
+            ports: vec![(31005, 31005), (40000, 40000)],
+        };
+        let d = saturating_sub(&a, &b);
+        assert_eq!(d.cpus_milli, 0);
+        assert_eq!(d.mem_mb, 50);
+        assert_eq!(d.ports, vec![(31000, 31004), (31006, 31010)]);
+    }
+
+    #[test]
+    fn default_role_is_valid() {
+        assert!(validate_role(crate::frameworks::DEFAULT_ROLE).is_ok());
+    }
+}

@@ -1,0 +1,273 @@
+//! The registry's durability: what each change writes to the store, and how a restarted
+//! master puts its books back together from it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use corral_core::agents::AgentEntry;
+use corral_core::{view, Resources};
+use corral_policy::SchedulerSlot;
+use corral_wire::pb;
+use tokio::sync::mpsc;
+
+use crate::framework_actor::{FrameworkActor, Poke};
+use crate::frameworks::{Framework, FrameworkState};
+use crate::now_ms;
+use crate::registry_actor::RegistryActor;
+use crate::store::{After, Loaded, Op};
+
+/// The meta key of the active allocator's digest.
+pub const ALLOCATOR_KEY: &str = "allocator";
+
+impl RegistryActor {
+    /// Remembers a new task's launch order and workload generation.
+    pub(crate) fn note_task(&mut self, task_id: &str, generation: u32) {
+        self.next_seq += 1;
+        self.task_meta
+            .insert(task_id.to_owned(), (self.next_seq, generation));
+    }
+
+    /// Queues a task's record for the next commit.
+    pub(crate) fn save_task(&mut self, task_id: &str) {
+        let Some(t) = self.tasks.get(task_id) else {
+            return;
+        };
+        let (seq, generation) = self.task_meta.get(task_id).copied().unwrap_or((0, 0));
+        self.ops.push(Op::Task(pb::StoredTask {
+            spec: Some(t.spec.clone()),
+            status: Some(t.status.clone()),
+            agent_id: t.agent_id.clone(),
+            generation,
+            seq,
+        }));
+    }
+
+    /// Queues a framework's record for the next commit.
+    pub(crate) fn save_framework(&mut self, id: &str) {
+        let Some(f) = self.frameworks.get(id) else {
+            return;
+        };
+        self.ops.push(Op::Framework(pb::StoredFramework {
+            framework_id: f.id.clone(),
+            name: f.name.clone(),
+            role: f.role.clone(),
+            workload: f.workload.clone(),
+            generation: f.generation,
+            state: f.state.to_pb() as i32,
+            message: f.message.clone(),
+            submitted_at_ms: f.submitted_at_ms,
+            ended_at_ms: f.ended_at_ms,
+            suppressed: f.suppressed,
+            demand: Some(pb::Resources {
+                cpus_milli: f.demand.cpus_milli,
+                mem_mb: f.demand.mem_mb,
+                disk_mb: f.demand.disk_mb,
+                ports: Vec::new(),
+            }),
+            wanted: f.wanted,
+            scheduler_digest: f.digest.clone(),
+        }));
+    }
+
+    /// Queues an agent's record for the next commit.
+    pub(crate) fn save_agent(&mut self, id: &str) {
+        let Some(a) = self.agents.get(id) else {
+            return;
+        };
+        self.ops.push(Op::Agent(pb::StoredAgent {
+            agent_id: a.id.clone(),
+            hostname: a.hostname.clone(),
+            address: a.address.clone(),
+            total: Some((&a.total).into()),
+            attributes: corral_core::agents::attributes_to_pb(&a.attributes),
+            registered_at_ms: a.registered_at_ms,
+            drain_deadline_ms: self.draining.get(id).copied().unwrap_or(0),
+        }));
+    }
+
+    /// Queues a role's weight for the next commit.
+    pub(crate) fn save_role(&mut self, role: &str) {
+        if let Some(w) = self.roles.get(role) {
+            self.ops.push(Op::Role(role.to_owned(), *w));
+        }
+    }
+
+    /// Queues a policy component (by digest) for the next commit.
+    pub(crate) fn save_component(&mut self, digest: &str, bytes: Vec<u8>) {
+        self.ops.push(Op::Component(digest.to_owned(), bytes));
+    }
+
+    /// Sends `env` to an agent once everything queued so far is durable.
+    pub(crate) fn send_when_saved(
+        &mut self,
+        out: &mpsc::UnboundedSender<pb::Envelope>,
+        env: pb::Envelope,
+    ) {
+        if self.store.is_some() {
+            self.after.push(After::Send(out.clone(), env));
+        } else {
+            let _ = out.send(env);
+        }
+    }
+
+    /// Hands what is queued to the store.
+    pub(crate) fn flush(&mut self, extra: Option<After>) {
+        let ops = std::mem::take(&mut self.ops);
+        let mut after = std::mem::take(&mut self.after);
+        after.extend(extra);
+        match &self.store {
+            Some(store) => store.submit(ops, after),
+            None => {
+                for a in after {
+                    match a {
+                        After::Send(to, env) => {
+                            let _ = to.send(env);
+                        }
+                        After::Durable(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Puts the books back as the store held them. Agents count as active until they
+    /// register again or the agent timeout passes; running frameworks get `slots` (their
+    /// schedulers, loaded by the caller) and are started when the actor starts.
+    pub(crate) fn restore(
+        &mut self,
+        loaded: Loaded,
+        mut slots: HashMap<String, Arc<SchedulerSlot>>,
+        empty_slot: impl Fn(&str) -> Arc<SchedulerSlot>,
+    ) {
+        let now = now_ms();
+        for (role, weight) in loaded.roles {
+            self.roles.insert(role, weight);
+        }
+        for a in loaded.agents {
+            let entry = AgentEntry {
+                id: a.agent_id.clone(),
+                hostname: a.hostname,
+                address: a.address,
+                total: a.total.as_ref().map(Resources::from).unwrap_or_default(),
+                used: Resources::default(),
+                attributes: a
+                    .attributes
+                    .into_iter()
+                    .map(|kv| (kv.key, kv.value))
+                    .collect::<BTreeMap<_, _>>(),
+                state: corral_core::agents::AgentState::Active,
+                last_seen_ms: now,
+                registered_at_ms: a.registered_at_ms,
+                session: 0,
+                drain_deadline_ms: None,
+            };
+            if a.drain_deadline_ms != 0 {
+                self.draining
+                    .insert(a.agent_id.clone(), a.drain_deadline_ms);
+            }
+            self.agents.restore(now, entry);
+        }
+        let mut tasks = loaded.tasks;
+        tasks.sort_by_key(|t| t.seq);
+        let mut by_framework: HashMap<String, Vec<(String, u32)>> = HashMap::new();
+        for t in tasks {
+            let (Some(spec), Some(status)) = (t.spec, t.status) else {
+                continue;
+            };
+            let id = spec.task_id.clone();
+            if !spec.framework_id.is_empty() {
+                by_framework
+                    .entry(spec.framework_id.clone())
+                    .or_default()
+                    .push((id.clone(), t.generation));
+            }
+            self.next_seq = self.next_seq.max(t.seq);
+            self.task_meta.insert(id, (t.seq, t.generation));
+            self.tasks.restore(spec, status, &t.agent_id);
+        }
+        let agent_ids: Vec<String> = self.agents.iter().map(|a| a.id.clone()).collect();
+        for id in agent_ids {
+            self.recompute_used(&id);
+        }
+        for f in loaded.frameworks {
+            let state = match pb::FrameworkState::try_from(f.state) {
+                Ok(pb::FrameworkState::FrameworkActive) => FrameworkState::Active,
+                Ok(pb::FrameworkState::FrameworkCompleted) => FrameworkState::Completed,
+                Ok(pb::FrameworkState::FrameworkKilled) => FrameworkState::Killed,
+                _ => FrameworkState::Failed,
+            };
+            let slot = slots.remove(&f.framework_id);
+            let (state, message, slot) = match (state, slot) {
+                (FrameworkState::Active, Some(slot)) => (state, f.message, slot),
+                (FrameworkState::Active, None) => (
+                    FrameworkState::Failed,
+                    "its scheduler could not be loaded after the master restarted".to_owned(),
+                    empty_slot(&f.name),
+                ),
+                (state, _) => (state, f.message, empty_slot(&f.name)),
+            };
+            let demand = f.demand.unwrap_or_default();
+            let fw = Framework {
+                id: f.framework_id.clone(),
+                name: f.name,
+                role: f.role,
+                workload: f.workload,
+                generation: f.generation.max(1),
+                state,
+                message,
+                submitted_at_ms: f.submitted_at_ms,
+                ended_at_ms: f.ended_at_ms,
+                suppressed: f.suppressed,
+                demand: view::Resources::new(demand.cpus_milli, demand.mem_mb, demand.disk_mb),
+                wanted: f.wanted,
+                filters: HashMap::new(),
+                offers: BTreeMap::new(),
+                fresh_offers: false,
+                needs_schedule: true,
+                updates: Vec::new(),
+                tasks: by_framework.remove(&f.framework_id).unwrap_or_default(),
+                calls: 0,
+                errors: 0,
+                last_error: String::new(),
+                digest: f.scheduler_digest,
+                slot,
+                actor: None,
+            };
+            self.frameworks.insert(f.framework_id, fw);
+        }
+    }
+
+    /// Starts the actors of the running frameworks (after a restart).
+    pub(crate) fn start_framework_actors(&mut self, ctx: &mut Context<Self>) {
+        for fw in self.frameworks.values_mut().filter(|f| f.is_active()) {
+            if fw.actor.is_none() {
+                let actor =
+                    FrameworkActor::new(fw.id.clone(), fw.slot.clone(), ctx.address()).start();
+                actor.do_send(Poke);
+                fw.actor = Some(actor);
+            }
+        }
+    }
+}
+
+/// The active allocator changed: keep its component, so a restart loads it again.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SaveAllocator {
+    pub digest: String,
+    pub bytes: Vec<u8>,
+}
+
+impl Handler<SaveAllocator> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SaveAllocator, _: &mut Self::Context) {
+        self.save_component(&msg.digest, msg.bytes);
+        self.ops
+            .push(Op::Meta(ALLOCATOR_KEY.to_owned(), msg.digest.into_bytes()));
+        self.flush(None);
+    }
+}

@@ -1,0 +1,340 @@
+//! The master's registry on disk: an embedded redb database in the state folder.
+//!
+//! The registry actor never waits on the disk. It hands the store batches of records to
+//! write together with what must happen only once they are durable: launches to send to
+//! agents (so a task an agent runs is always one the master remembers) and acknowledgements
+//! of status updates (so an acknowledged update is never lost). One writer thread commits
+//! whatever batches have queued up in one transaction (group commit: one fsync for many
+//! updates), then carries out their deferred actions in order.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use corral_wire::pb;
+use prost::Message as _;
+use redb::{Database, ReadableTable, TableDefinition};
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+
+const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
+const FRAMEWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("frameworks");
+const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
+const ROLES: TableDefinition<&str, f64> = TableDefinition::new("roles");
+const COMPONENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("components");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// The file the registry lives in, inside the master's state folder.
+pub const FILE: &str = "registry.redb";
+
+/// Why the registry could not be opened or read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the registry {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("the registry {path} is damaged: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+/// One record to write.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Task(pb::StoredTask),
+    Framework(pb::StoredFramework),
+    Agent(pb::StoredAgent),
+    Role(String, f64),
+    /// A policy component, by its digest.
+    Component(String, Vec<u8>),
+    /// A small value: the allocator's digest, the next task sequence number.
+    Meta(String, Vec<u8>),
+}
+
+/// Something to do once a batch is durable.
+#[derive(Debug)]
+pub enum After {
+    /// Send an envelope to an agent (a launch).
+    Send(tokio_mpsc::UnboundedSender<pb::Envelope>, pb::Envelope),
+    /// Let an agent's status update be acknowledged.
+    Durable(oneshot::Sender<()>),
+}
+
+struct Batch {
+    ops: Vec<Op>,
+    after: Vec<After>,
+}
+
+/// Everything the registry held when the master stopped.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub tasks: Vec<pb::StoredTask>,
+    pub frameworks: Vec<pb::StoredFramework>,
+    pub agents: Vec<pb::StoredAgent>,
+    pub roles: Vec<(String, f64)>,
+    pub components: HashMap<String, Vec<u8>>,
+    pub meta: HashMap<String, Vec<u8>>,
+}
+
+/// The registry's writer. Dropping it finishes the queued batches and stops the thread.
+pub struct Store {
+    tx: Option<mpsc::Sender<Batch>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+fn open_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Open {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+fn corrupt(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the registry in `dir` and reads it whole.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] naming the file when it cannot be opened or a record cannot be
+    /// decoded.
+    pub fn open(dir: &Path) -> Result<(Store, Loaded), StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| open_err(dir, e))?;
+        let path = dir.join(FILE);
+        let db = Database::create(&path).map_err(|e| open_err(&path, e))?;
+        // Make every table exist, so reads never meet a missing one.
+        let txn = db.begin_write().map_err(|e| open_err(&path, e))?;
+        {
+            for def in [TASKS, FRAMEWORKS, AGENTS, COMPONENTS, META] {
+                txn.open_table(def).map_err(|e| open_err(&path, e))?;
+            }
+            txn.open_table(ROLES).map_err(|e| open_err(&path, e))?;
+        }
+        txn.commit().map_err(|e| open_err(&path, e))?;
+        let loaded = load(&db, &path)?;
+        let (tx, rx) = mpsc::channel::<Batch>();
+        let thread = std::thread::Builder::new()
+            .name("corral-store".into())
+            .spawn(move || writer(db, path, rx))
+            .map_err(|e| open_err(dir, e))?;
+        Ok((
+            Store {
+                tx: Some(tx),
+                thread: Some(thread),
+            },
+            loaded,
+        ))
+    }
+
+    /// Queues `ops` for the next commit; `after` runs once they are durable.
+    pub fn submit(&self, ops: Vec<Op>, after: Vec<After>) {
+        if ops.is_empty() && after.is_empty() {
+            return;
+        }
+        if let Some(tx) = &self.tx {
+            if tx.send(Batch { ops, after }).is_err() {
+                tracing::error!("the registry's writer stopped: changes are no longer saved");
+            }
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn load(db: &Database, path: &Path) -> Result<Loaded, StoreError> {
+    let txn = db.begin_read().map_err(|e| open_err(path, e))?;
+    let mut loaded = Loaded::default();
+    macro_rules! messages {
+        ($def:expr, $ty:ty, $out:expr) => {{
+            let table = txn.open_table($def).map_err(|e| open_err(path, e))?;
+            for item in table.iter().map_err(|e| corrupt(path, e))? {
+                let (k, v) = item.map_err(|e| corrupt(path, e))?;
+                let msg = <$ty>::decode(v.value())
+                    .map_err(|e| corrupt(path, format!("record {:?}: {e}", k.value())))?;
+                $out.push(msg);
+            }
+        }};
+    }
+    messages!(TASKS, pb::StoredTask, loaded.tasks);
+    messages!(FRAMEWORKS, pb::StoredFramework, loaded.frameworks);
+    messages!(AGENTS, pb::StoredAgent, loaded.agents);
+    let roles = txn.open_table(ROLES).map_err(|e| open_err(path, e))?;
+    for item in roles.iter().map_err(|e| corrupt(path, e))? {
+        let (k, v) = item.map_err(|e| corrupt(path, e))?;
+        loaded.roles.push((k.value().to_owned(), v.value()));
+    }
+    for (def, out) in [
+        (COMPONENTS, &mut loaded.components),
+        (META, &mut loaded.meta),
+    ] {
+        let table = txn.open_table(def).map_err(|e| open_err(path, e))?;
+        for item in table.iter().map_err(|e| corrupt(path, e))? {
+            let (k, v) = item.map_err(|e| corrupt(path, e))?;
+            out.insert(k.value().to_owned(), v.value().to_vec());
+        }
+    }
+    Ok(loaded)
+}
+
+/// Most batches one commit takes (bounds the latency of the first one).
+const MAX_BATCHES_PER_COMMIT: usize = 4096;
+
+fn writer(db: Database, path: PathBuf, rx: mpsc::Receiver<Batch>) {
+    while let Ok(first) = rx.recv() {
+        let mut batches = vec![first];
+        while batches.len() < MAX_BATCHES_PER_COMMIT {
+            match rx.try_recv() {
+                Ok(b) => batches.push(b),
+                Err(_) => break,
+            }
+        }
+        match commit(&db, &batches) {
+            Ok(()) => {
+                for batch in batches {
+                    for after in batch.after {
+                        match after {
+                            After::Send(to, env) => {
+                                let _ = to.send(env);
+                            }
+                            After::Durable(done) => {
+                                let _ = done.send(());
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                // Nothing of these batches is acknowledged or launched: agents resend
+                // their updates, and schedulers see the launches never happened.
+                tracing::error!(path = %path.display(), error = %e, "cannot save the registry");
+            }
+        }
+    }
+}
+
+fn commit(db: &Database, batches: &[Batch]) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut tasks = txn.open_table(TASKS)?;
+        let mut frameworks = txn.open_table(FRAMEWORKS)?;
+        let mut agents = txn.open_table(AGENTS)?;
+        let mut roles = txn.open_table(ROLES)?;
+        let mut components = txn.open_table(COMPONENTS)?;
+        let mut meta = txn.open_table(META)?;
+        for op in batches.iter().flat_map(|b| b.ops.iter()) {
+            match op {
+                Op::Task(t) => {
+                    let id = t.spec.as_ref().map(|s| s.task_id.as_str()).unwrap_or("");
+                    tasks.insert(id, t.encode_to_vec().as_slice())?;
+                }
+                Op::Framework(f) => {
+                    frameworks.insert(f.framework_id.as_str(), f.encode_to_vec().as_slice())?;
+                }
+                Op::Agent(a) => {
+                    agents.insert(a.agent_id.as_str(), a.encode_to_vec().as_slice())?;
+                }
+                Op::Role(name, weight) => {
+                    roles.insert(name.as_str(), *weight)?;
+                }
+                Op::Component(digest, bytes) => {
+                    if components.get(digest.as_str())?.is_none() {
+                        components.insert(digest.as_str(), bytes.as_slice())?;
+                    }
+                }
+                Op::Meta(key, value) => {
+                    meta.insert(key.as_str(), value.as_slice())?;
+                }
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str, state: pb::TaskState) -> pb::StoredTask {
+        pb::StoredTask {
+            spec: Some(pb::TaskSpec {
+                task_id: id.into(),
+                image: "busybox".into(),
+                ..Default::default()
+            }),
+            status: Some(pb::TaskStatus {
+                task_id: id.into(),
+                state: state as i32,
+                ..Default::default()
+            }),
+            agent_id: "a1".into(),
+            generation: 1,
+            seq: 1,
+        }
+    }
+
+    #[test]
+    fn records_survive_a_reopen_and_acks_wait_for_the_commit() {
+        let dir = std::env::temp_dir().join(format!("corral-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let (store, loaded) = Store::open(&dir).expect("open");
+            assert!(loaded.tasks.is_empty());
+            let (done, durable) = oneshot::channel();
+            store.submit(
+                vec![
+                    Op::Task(task("t1", pb::TaskState::TaskStaging)),
+                    Op::Task(task("t1", pb::TaskState::TaskRunning)),
+                    Op::Task(task("t2", pb::TaskState::TaskFinished)),
+                    Op::Role("web".into(), 2.5),
+                    Op::Component("abc".into(), vec![1, 2, 3]),
+                    Op::Meta("allocator".into(), b"abc".to_vec()),
+                ],
+                vec![After::Durable(done)],
+            );
+            durable.blocking_recv().expect("committed");
+        }
+        let (_store, loaded) = Store::open(&dir).expect("reopen");
+        assert_eq!(loaded.tasks.len(), 2);
+        let t1 = loaded
+            .tasks
+            .iter()
+            .find(|t| t.spec.as_ref().is_some_and(|s| s.task_id == "t1"))
+            .expect("t1");
+        assert_eq!(
+            t1.status.as_ref().map(|s| s.state),
+            Some(pb::TaskState::TaskRunning as i32)
+        );
+        assert_eq!(loaded.roles, vec![("web".to_owned(), 2.5)]);
+        assert_eq!(loaded.components.get("abc"), Some(&vec![1, 2, 3]));
+        assert_eq!(loaded.meta.get("allocator"), Some(&b"abc".to_vec()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_registry_is_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("corral-store-bad-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join(FILE), b"this is not a database").expect("write");
+        let err = Store::open(&dir).expect_err("garbage is refused");
+        assert!(err.to_string().contains(FILE), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

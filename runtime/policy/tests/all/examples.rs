@@ -1,0 +1,385 @@
+//! The example frameworks' schedulers (examples/): hello (C), batch and service (Rust),
+//! driven through a [`Sim`] the way the master drives them.
+
+use std::time::{Duration, Instant};
+
+use corral_policy::scheduler::{Check, Decision, TaskState};
+use corral_policy::{fixtures, PolicyConfig, PolicyHost, SchedulerSlot};
+
+use crate::sim::{demand, failure, kills, launches, offer, res, specs, view, Sim};
+
+#[test]
+fn hello_launches_count_tasks_across_offers_then_completes() {
+    let mut sim = Sim::new(fixtures::HELLO, "count = 5\ncpus = 0.5\nmem_mb = 64\n");
+    // Room for 2, for 2 (memory-bound), for none.
+    let d = sim.schedule(vec![
+        offer("a1", res(1000, 1024)),
+        offer("a2", res(4000, 128)),
+        offer("a3", res(100, 1024)),
+    ]);
+    assert_eq!(
+        launches(&d),
+        vec![
+            (
+                0,
+                vec!["fw.hello-0.0".to_owned(), "fw.hello-1.0".to_owned()]
+            ),
+            (
+                1,
+                vec!["fw.hello-2.0".to_owned(), "fw.hello-3.0".to_owned()]
+            ),
+        ]
+    );
+    let spec = specs(&d)[0];
+    assert_eq!(spec.name, "hello-0");
+    assert_eq!(spec.image, "busybox:latest");
+    assert_eq!(spec.command, ["sh", "-c", "echo \"$MESSAGE\""]);
+    assert_eq!(
+        (spec.env[0].key.as_str(), spec.env[0].value.as_str()),
+        ("MESSAGE", "Hello from Corral!")
+    );
+    assert_eq!(spec.resources, res(500, 64));
+    assert!(
+        d.contains(&Decision::Decline(corral_policy::scheduler::Decline {
+            offer: 2,
+            refuse_seconds: 5
+        }))
+    );
+    let want = demand(&d).expect("one more task wanted");
+    assert_eq!((want.resources, want.count), (res(500, 64), 1));
+
+    let d = sim.schedule(vec![offer("a3", res(4000, 4096))]);
+    assert_eq!(launches(&d), vec![(0, vec!["fw.hello-4.0".to_owned()])]);
+    assert_eq!(d.last(), Some(&Decision::Suppress), "all launched");
+
+    let ids = sim.ids(TaskState::Staging);
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert!(sim.update(&ids[..4], TaskState::Finished, None).is_empty());
+    assert_eq!(
+        sim.update(&ids[4..], TaskState::Finished, None),
+        vec![Decision::Complete]
+    );
+}
+
+#[test]
+fn hello_fails_when_a_task_did_not_finish() {
+    let mut sim = Sim::new(fixtures::HELLO, "");
+    let d = sim.schedule(vec![offer("a1", res(4000, 4096))]);
+    assert_eq!(specs(&d).len(), 3, "count defaults to 3");
+    assert_eq!(specs(&d)[0].resources, res(100, 32));
+    sim.update(&["fw.hello-0.0", "fw.hello-2.0"], TaskState::Finished, None);
+    let d = sim.update(&["fw.hello-1.0"], TaskState::Failed, None);
+    let msg = failure(&d).expect("hello fails");
+    assert!(
+        msg.starts_with("1 of 3 hello tasks did not finish; first: fw.hello-1.0 failed (exit 1)"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn hello_reads_its_workload_robustly() {
+    let workload = "# greeting\n  count=2   # two\n\r\nmessage = \"say \\\"hi\\\"\\t\\u00e9 # not a comment\"\nimage = 'corral/busybox:test'\n\"cpus\" = 1.5e0\nmem_mb = 1_024\n";
+    let mut sim = Sim::new(fixtures::HELLO, workload);
+    let d = sim.schedule(vec![offer("a1", res(4000, 4096))]);
+    let s = specs(&d);
+    assert_eq!(s.len(), 2);
+    assert_eq!(s[0].env[0].value, "say \"hi\"\t\u{e9} # not a comment");
+    assert_eq!(s[0].image, "corral/busybox:test");
+    assert_eq!(s[0].resources, res(1500, 1024));
+
+    let slot = crate::sim::scheduler(fixtures::HELLO);
+    let cases = [
+        ("count = -1", "workload: line 1: expected a whole number"),
+        ("count = 2.5", "workload: line 1: expected a whole number"),
+        (
+            "\ncolour = \"red\"",
+            "workload: line 2: unknown key `colour`",
+        ),
+        (
+            "message = \"open",
+            "workload: line 1: a string without its closing quote",
+        ),
+        (
+            "image = busybox",
+            "workload: line 1: a value that is neither",
+        ),
+        (
+            "count = 1\ncount = 2",
+            "workload: line 2: a second value for `count`",
+        ),
+        (
+            "[job]\ncount = 1",
+            "workload: line 1: hello takes no tables",
+        ),
+        (
+            "cpus = \"1\"",
+            "workload: line 1: expected a number for `cpus`",
+        ),
+        ("count 3", "workload: line 1: expected `=` after `count`"),
+        (
+            "count = 3 4",
+            "workload: line 1: unexpected text after the value of `count`",
+        ),
+        ("message = \"\\q\"", "workload: line 1: an unknown escape"),
+    ];
+    for (workload, expected) in cases {
+        let d = slot.schedule(&view(workload)).expect("answers");
+        let msg = failure(&d).unwrap_or_else(|| panic!("{workload:?}: {d:?}"));
+        assert!(msg.starts_with(expected), "{workload:?}: {msg}");
+    }
+}
+
+#[test]
+fn hello_launches_ten_thousand_tasks_on_a_hundred_agents_in_one_call() {
+    // A host of its own with a generous budget: this test is about the answer, and this
+    // crate's own code (the bindings that copy the view) is unoptimised in test builds.
+    let host = PolicyHost::new(PolicyConfig {
+        scheduler_budget: Duration::from_secs(5),
+        concurrent_calls: 1,
+        ..PolicyConfig::default()
+    })
+    .expect("policy host starts");
+    let slot = SchedulerSlot::new(&host, "framework/hello");
+    slot.swap(&crate::policy(fixtures::HELLO), "test")
+        .expect("hello loads");
+    let mut sim = Sim {
+        slot,
+        view: view("count = 10000\n"),
+    };
+    let offers = (0..100)
+        .map(|i| offer(&format!("agent-{i}"), res(16_000, 65_536)))
+        .collect();
+    let start = Instant::now();
+    let d = sim.schedule(offers);
+    let first = start.elapsed();
+    assert_eq!(launches(&d).len(), 63, "160 tasks fit in each of 63 offers");
+    assert_eq!(specs(&d).len(), 10_000);
+    assert_eq!(d.last(), Some(&Decision::Suppress));
+    // A status call over 10,000 tasks.
+    let start = Instant::now();
+    assert!(sim
+        .update(&["fw.hello-9999.0"], TaskState::Running, None)
+        .is_empty());
+    println!(
+        "hello, 10,000 tasks: schedule {first:?}, status {:?}",
+        start.elapsed()
+    );
+}
+
+const BATCH: &str = r#"
+retries = 2
+max_failures = 1
+image = "corral/busybox:test"
+
+[[task]]
+name = "flaky"
+command = ["sh", "-c", "exit 1"]
+
+[[task]]
+name = "fine"
+command = ["true"]
+retries = 0
+"#;
+
+#[test]
+fn batch_retries_a_failing_task_then_counts_it_failed_and_completes() {
+    let mut sim = Sim::new(fixtures::BATCH, BATCH);
+    let d = sim.schedule(vec![offer("a1", res(1000, 1024))]);
+    assert_eq!(
+        launches(&d),
+        vec![(0, vec!["fw.flaky.0".to_owned(), "fw.fine.0".to_owned()])]
+    );
+    sim.update(&["fw.fine.0"], TaskState::Finished, None);
+    for attempt in 0..2 {
+        let d = sim.update(
+            &[format!("fw.flaky.{attempt}").as_str()],
+            TaskState::Failed,
+            None,
+        );
+        assert_eq!(demand(&d).map(|x| x.count), Some(1), "retry {attempt}");
+        let d = sim.schedule(vec![offer("a1", res(1000, 1024))]);
+        assert_eq!(
+            launches(&d),
+            vec![(0, vec![format!("fw.flaky.{}", attempt + 1)])]
+        );
+    }
+    // The third failure uses up retries = 2; one failed task is within max_failures = 1.
+    assert_eq!(
+        sim.update(&["fw.flaky.2"], TaskState::Failed, None),
+        vec![Decision::Complete]
+    );
+}
+
+#[test]
+fn batch_fails_past_max_failures() {
+    let workload = BATCH.replace("max_failures = 1", "max_failures = 0");
+    let mut sim = Sim::new(fixtures::BATCH, &workload);
+    sim.schedule(vec![offer("a1", res(1000, 1024))]);
+    // `fine` has no retries: its one failure is over max_failures = 0 at once.
+    let d = sim.update(&["fw.fine.0"], TaskState::Lost, None);
+    let msg = failure(&d).expect("batch fails");
+    assert!(
+        msg.starts_with("1 of 2 tasks failed (max_failures = 0): fine (1 attempts, last lost"),
+        "{msg}"
+    );
+}
+
+const SERVICE: &str = r#"
+name = "web"
+instances = 3
+image = "corral/busybox:test"
+command = ["httpd", "-f"]
+cpus = 0.5
+mem_mb = 128
+ports = [80]
+
+[health]
+http = { port = 80, path = "/healthz" }
+interval_ms = 1000
+"#;
+
+fn agents() -> Vec<corral_policy::scheduler::ResourceOffer> {
+    vec![
+        offer("a1", res(4000, 4096)),
+        offer("a2", res(4000, 4096)),
+        offer("a3", res(4000, 4096)),
+    ]
+}
+
+/// A service with its three instances running and healthy.
+fn running_service(path: &str) -> Sim {
+    let mut sim = Sim::new(path, SERVICE);
+    sim.schedule(agents());
+    let ids = sim.ids(TaskState::Staging);
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    sim.update(&ids, TaskState::Running, Some(true));
+    sim
+}
+
+#[test]
+fn service_spreads_instances_and_restarts_failed_and_lost_ones() {
+    let mut sim = Sim::new(fixtures::SERVICE, SERVICE);
+    let d = sim.schedule(agents());
+    assert_eq!(
+        launches(&d),
+        vec![
+            (0, vec!["fw.web-0.0".to_owned()]),
+            (1, vec!["fw.web-1.0".to_owned()]),
+            (2, vec!["fw.web-2.0".to_owned()]),
+        ],
+        "one instance per agent"
+    );
+    let s = specs(&d)[0];
+    assert_eq!(s.port_mappings[0].host_port, 31000);
+    let check = &s.health_check.as_ref().expect("health check").check;
+    assert!(matches!(check, Check::Http(h) if h.port == 80 && h.path == "/healthz"));
+    sim.update(
+        &["fw.web-0.0", "fw.web-1.0", "fw.web-2.0"],
+        TaskState::Running,
+        Some(true),
+    );
+
+    let d = sim.update(&["fw.web-1.0"], TaskState::Failed, None);
+    assert_eq!(d[0], Decision::Revive, "{d:?}");
+    assert_eq!(demand(&d).map(|x| x.count), Some(1));
+    let d = sim.update(&["fw.web-2.0"], TaskState::Lost, None);
+    assert_eq!(demand(&d).map(|x| x.count), Some(2));
+    // Offers from every agent: the replacements go where fewest instances run (a2, a3).
+    let d = sim.schedule(agents());
+    assert_eq!(
+        launches(&d),
+        vec![
+            (1, vec!["fw.web-1.1".to_owned()]),
+            (2, vec!["fw.web-2.1".to_owned()])
+        ]
+    );
+}
+
+#[test]
+fn service_spread_and_bin_pack_builds_place_differently() {
+    let spread = running_service(fixtures::SERVICE);
+    let pack = running_service(fixtures::SERVICE_BIN_PACK);
+    let on = |sim: &Sim| -> Vec<String> {
+        ["fw.web-0.0", "fw.web-1.0", "fw.web-2.0"]
+            .iter()
+            .map(|id| sim.agent_of(id).to_owned())
+            .collect()
+    };
+    assert_eq!(on(&spread), ["a1", "a2", "a3"]);
+    assert_eq!(on(&pack), ["a1", "a1", "a1"]);
+}
+
+#[test]
+fn service_rolls_an_update_one_instance_at_a_time_waiting_for_health() {
+    let mut sim = running_service(fixtures::SERVICE);
+    assert!(sim.view.suppressed);
+    sim.view.generation = 2;
+    sim.view.workload = SERVICE.replace("httpd -f", "httpd -f -v");
+    // The update: one replacement wanted, not three.
+    let d = sim.schedule(Vec::new());
+    assert_eq!(demand(&d).map(|x| x.count), Some(1), "{d:?}");
+    for (i, old) in ["fw.web-0.0", "fw.web-1.0", "fw.web-2.0"]
+        .iter()
+        .enumerate()
+    {
+        let new = format!("fw.web-{i}.1");
+        let d = sim.schedule(agents());
+        assert_eq!(specs(&d).len(), 1, "{d:?}");
+        assert_eq!(specs(&d)[0].task_id, new);
+        // Running but not yet healthy: nothing is killed and nothing else starts.
+        let d = sim.update(&[new.as_str()], TaskState::Running, None);
+        assert!(kills(&d).is_empty() && demand(&d).is_none(), "{d:?}");
+        let d = sim.schedule(agents());
+        assert!(launches(&d).is_empty(), "{d:?}");
+        // Healthy: the old instance is killed, and the next replacement is wanted.
+        let d = sim.update(&[new.as_str()], TaskState::Running, Some(true));
+        assert_eq!(kills(&d), [old.to_string()]);
+        assert_eq!(demand(&d).map(|x| x.count), (i < 2).then_some(1), "{d:?}");
+        sim.update(&[*old], TaskState::Killed, None);
+    }
+    assert_eq!(sim.ids(TaskState::Running).len(), 3);
+    assert!(sim
+        .view
+        .tasks
+        .iter()
+        .all(|t| t.generation == 2 || t.state == TaskState::Killed));
+}
+
+#[test]
+fn service_moves_instances_off_draining_agents() {
+    let mut sim = running_service(fixtures::SERVICE);
+    sim.view.draining = vec!["a2".into()];
+    // Told of the drain while suppressed, it asks for room for one replacement.
+    let d = sim.schedule(Vec::new());
+    assert_eq!(d[0], Decision::Revive, "{d:?}");
+    assert_eq!(demand(&d).map(|x| x.count), Some(1));
+    let d = sim.schedule(vec![
+        offer("a1", res(4000, 4096)),
+        offer("a3", res(4000, 4096)),
+    ]);
+    assert_eq!(launches(&d), vec![(0, vec!["fw.web-1.1".to_owned()])]);
+    assert!(kills(&d).is_empty(), "replacement first");
+    let d = sim.update(&["fw.web-1.1"], TaskState::Running, Some(true));
+    assert_eq!(kills(&d), ["fw.web-1.0"]);
+    assert_eq!(sim.agent_of("fw.web-1.1"), "a1");
+}
+
+#[test]
+fn the_shipped_workloads_are_valid() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    for (path, example) in [
+        (fixtures::HELLO, "hello"),
+        (fixtures::BATCH, "batch"),
+        (fixtures::SERVICE, "service"),
+        (fixtures::SERVICE_BIN_PACK, "service"),
+    ] {
+        let file = examples.join(example).join("workload.toml");
+        let text = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+        let d = crate::sim::scheduler(path)
+            .schedule(&view(&text))
+            .unwrap_or_else(|e| panic!("{example}: {e}"));
+        assert_eq!(failure(&d), None, "{example}");
+        assert!(demand(&d).is_some_and(|x| x.count > 0), "{example}: {d:?}");
+    }
+}

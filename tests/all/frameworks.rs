@@ -1,0 +1,536 @@
+//! Frameworks end to end: the example schedulers in the offer loop of a real master, with
+//! real agents and containers (the fairness test included).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{
+    agent_id, unique, wait_for, ContainerCleanup, Master, Proc, TempDir, TEST_IMAGE,
+};
+
+/// A cluster: a master (agent timeout 2 s) and `n` Docker agents of 2 CPUs and 2 GB.
+struct Cluster {
+    master: Master,
+    agents: Vec<(Proc, TempDir)>,
+    _cleanup: Vec<ContainerCleanup>,
+    files: TempDir,
+}
+
+impl Cluster {
+    fn start(n: usize, cpus: &str) -> Self {
+        crate::harness::require_docker();
+        let master = Master::start(&["--agent-timeout", "2s", "--allocation-interval", "100ms"]);
+        let mut cluster = Cluster {
+            master,
+            agents: Vec::new(),
+            _cleanup: Vec::new(),
+            files: TempDir::new("fw-files"),
+        };
+        for _ in 0..n {
+            cluster.add_agent(cpus);
+        }
+        let master = &cluster.master;
+        wait_for("the agents", Duration::from_secs(15), || {
+            master.agents().len() == n
+        });
+        cluster
+    }
+
+    fn add_agent(&mut self, cpus: &str) {
+        let dir = TempDir::new("fw-agent");
+        let proc = self.master.agent(&dir.0, &["--cpus", cpus]);
+        self._cleanup.push(ContainerCleanup(dir.0.clone()));
+        self.agents.push((proc, dir));
+    }
+
+    fn agent_ids(&self) -> Vec<String> {
+        self.agents
+            .iter()
+            .filter_map(|(_, d)| agent_id(&d.0))
+            .collect()
+    }
+
+    /// Writes `text` to a file and returns its path.
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.files.0.join(name);
+        std::fs::write(&path, text).expect("write workload");
+        path
+    }
+
+    fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.master.cli(args);
+        assert!(
+            out.status.success(),
+            "corral {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn submit(&self, name: &str, scheduler: &str, workload: &str, extra: &[&str]) {
+        let path = self.file(&format!("{name}.toml"), workload);
+        let path = path.display().to_string();
+        let mut args = vec![
+            "framework",
+            "submit",
+            name,
+            "--scheduler",
+            scheduler,
+            "--workload",
+            &path,
+        ];
+        args.extend_from_slice(extra);
+        self.cli_ok(&args);
+    }
+
+    fn framework(&self, name: &str) -> Value {
+        let out = self.cli_ok(&["framework", "show", name, "--json"]);
+        serde_json::from_str(&out).expect("framework show --json")
+    }
+
+    fn tasks(&self, name: &str) -> Vec<Value> {
+        self.framework(name)["task_list"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+fn state(t: &Value) -> &str {
+    t["state"].as_str().unwrap_or("")
+}
+
+fn running(tasks: &[Value]) -> Vec<&Value> {
+    tasks
+        .iter()
+        .filter(|t| state(t) == "TASK_RUNNING")
+        .collect()
+}
+
+fn generation(t: &Value) -> u64 {
+    t["labels"]["corral.generation"]
+        .as_str()
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(0)
+}
+
+fn container_of(task_id: &str) -> String {
+    format!("corral-{task_id}")
+}
+
+#[test]
+fn batch_retries_failures_and_completes() {
+    let cluster = Cluster::start(2, "2");
+    let fw = unique("batch");
+    let mut workload = String::from("retries = 2\nmax_failures = 1\n");
+    for i in 0..20 {
+        workload.push_str(&format!(
+            "\n[[task]]\nname = \"ok-{i}\"\nimage = \"{TEST_IMAGE}\"\ncommand = [\"sh\", \"-c\", \"echo batch task {i}\"]\ncpus = 0.1\nmem_mb = 32\n"
+        ));
+    }
+    workload.push_str(&format!(
+        "\n[[task]]\nname = \"always-fails\"\nimage = \"{TEST_IMAGE}\"\ncommand = [\"sh\", \"-c\", \"exit 7\"]\ncpus = 0.1\nmem_mb = 32\n"
+    ));
+    cluster.submit(&fw, "batch", &workload, &["--wait", "--timeout", "240s"]);
+    let f = cluster.framework(&fw);
+    assert_eq!(f["state"], "completed", "{f}");
+    let tasks = cluster.tasks(&fw);
+    for i in 0..20 {
+        let name = format!("ok-{i}");
+        let attempts: Vec<&Value> = tasks.iter().filter(|t| t["name"] == name).collect();
+        assert_eq!(attempts.len(), 1, "{name} ran once: {attempts:?}");
+        assert_eq!(state(attempts[0]), "TASK_FINISHED", "{:?}", attempts[0]);
+    }
+    let failing: Vec<&Value> = tasks
+        .iter()
+        .filter(|t| t["name"] == "always-fails")
+        .collect();
+    assert_eq!(failing.len(), 3, "the failing task ran 1 + 2 retries times");
+    for t in failing {
+        assert_eq!(state(t), "TASK_FAILED", "{t}");
+        assert_eq!(t["exit_code"], 7, "{t}");
+    }
+    // What a task printed comes back through the master.
+    let ok0 = tasks
+        .iter()
+        .find(|t| t["name"] == "ok-0")
+        .and_then(|t| t["id"].as_str())
+        .unwrap_or("");
+    let out = cluster.cli_ok(&["task", "logs", ok0]);
+    assert!(out.contains("batch task 0"), "logs: {out}");
+}
+
+fn service_workload(instances: u32, version: &str) -> String {
+    format!(
+        r#"instances = {instances}
+image = "{TEST_IMAGE}"
+command = ["sh", "-c", "echo {version}; sleep 600"]
+cpus = 0.1
+mem_mb = 32
+env = {{ VERSION = "{version}" }}
+
+[health]
+command = ["true"]
+interval_ms = 300
+timeout_ms = 1000
+retries = 2
+"#
+    )
+}
+
+/// Tasks launched and not ended, nor being killed.
+fn live(tasks: &[Value]) -> Vec<&Value> {
+    tasks
+        .iter()
+        .filter(|t| matches!(state(t), "TASK_STAGING" | "TASK_STARTING" | "TASK_RUNNING"))
+        .collect()
+}
+
+fn docker_kill(container: &str) {
+    let status = std::process::Command::new("docker")
+        .args(["kill", container])
+        .status()
+        .expect("docker kill");
+    assert!(status.success(), "docker kill {container}");
+}
+
+#[test]
+fn service_keeps_its_instances_through_failures_and_rolls_updates() {
+    let mut cluster = Cluster::start(2, "2");
+    let fw = unique("svc");
+    cluster.submit(&fw, "service", &service_workload(3, "v1"), &[]);
+    let three_running = |c: &Cluster| {
+        let tasks = c.tasks(&fw);
+        running(&tasks).len() == 3 && live(&tasks).len() == 3
+    };
+    wait_for("3 running instances", Duration::from_secs(60), || {
+        three_running(&cluster)
+    });
+    // Spread across the two agents.
+    let tasks = cluster.tasks(&fw);
+    let agents: std::collections::BTreeSet<&str> = running(&tasks)
+        .iter()
+        .filter_map(|t| t["agent_id"].as_str())
+        .collect();
+    assert_eq!(
+        agents.len(),
+        2,
+        "3 instances spread over 2 agents: {tasks:?}"
+    );
+
+    // A container dies: its instance is restarted.
+    let victim = running(&tasks)[0]["id"].as_str().unwrap_or("").to_owned();
+    docker_kill(&container_of(&victim));
+    wait_for(
+        "the killed instance replaced",
+        Duration::from_secs(60),
+        || {
+            let tasks = cluster.tasks(&fw);
+            let gone = tasks
+                .iter()
+                .any(|t| t["id"] == victim.as_str() && state(t) != "TASK_RUNNING");
+            gone && three_running(&cluster)
+        },
+    );
+
+    // An agent dies and stays dead: its instances are lost, and replaced on the other.
+    let (mut proc, dir) = cluster.agents.remove(0);
+    let dead = agent_id(&dir.0).expect("agent id");
+    proc.kill9();
+    wait_for(
+        "the dead agent's instances lost and replaced",
+        Duration::from_secs(60),
+        || {
+            let tasks = cluster.tasks(&fw);
+            let lost = tasks
+                .iter()
+                .filter(|t| t["agent_id"] == dead.as_str())
+                .all(|t| state(t) != "TASK_RUNNING");
+            lost && running(&tasks).len() == 3
+                && running(&tasks)
+                    .iter()
+                    .all(|t| t["agent_id"] != dead.as_str())
+        },
+    );
+    assert!(
+        cluster
+            .tasks(&fw)
+            .iter()
+            .any(|t| t["agent_id"] == dead.as_str() && state(t) == "TASK_LOST"),
+        "the dead agent's tasks are reported lost"
+    );
+    // Its containers outlive the agent process; they go with the test's cleanup.
+    cluster.agents.push((proc, dir));
+
+    // A rolling update: one instance at a time, never fewer than 3 running.
+    let path = cluster.file("v2.toml", &service_workload(3, "v2"));
+    cluster.cli_ok(&[
+        "framework",
+        "update",
+        &fw,
+        "--workload",
+        &path.display().to_string(),
+    ]);
+    let mut max_new_starting = 0;
+    wait_for(
+        "every instance on generation 2",
+        Duration::from_secs(120),
+        || {
+            let tasks = cluster.tasks(&fw);
+            let running = running(&tasks);
+            let live = live(&tasks);
+            assert!(
+                running.len() >= 3 || live.len() > running.len(),
+                "{tasks:?}"
+            );
+            assert!(live.len() <= 4, "one instance at a time: {live:?}");
+            let new_not_running = live
+                .iter()
+                .filter(|t| generation(t) == 2 && state(t) != "TASK_RUNNING")
+                .count();
+            max_new_starting = max_new_starting.max(new_not_running);
+            running.len() == 3 && live.len() == 3 && running.iter().all(|t| generation(t) == 2)
+        },
+    );
+    assert!(max_new_starting <= 1, "replacements go one at a time");
+    let f = cluster.framework(&fw);
+    assert_eq!(f["state"], "active");
+    assert_eq!(f["generation"], 2);
+    // The old instances were killed by the scheduler.
+    wait_for("the old instances killed", Duration::from_secs(30), || {
+        let tasks = cluster.tasks(&fw);
+        let old_killed = tasks
+            .iter()
+            .filter(|t| generation(t) == 1 && state(t) == "TASK_KILLED")
+            .count();
+        let old_live = tasks
+            .iter()
+            .filter(|t| {
+                generation(t) == 1
+                    && (live(&[(*t).clone()]).len() == 1 || state(t) == "TASK_KILLING")
+            })
+            .count();
+        old_killed >= 3 && old_live == 0
+    });
+}
+
+#[test]
+fn swapping_a_schedulers_placement_changes_where_new_instances_go() {
+    let cluster = Cluster::start(2, "2");
+    let fw = unique("swap");
+    cluster.submit(&fw, "service", &service_workload(2, "v1"), &[]);
+    wait_for("2 running instances", Duration::from_secs(60), || {
+        running(&cluster.tasks(&fw)).len() == 2
+    });
+    let tasks = cluster.tasks(&fw);
+    let placed: Vec<(String, String)> = running(&tasks)
+        .iter()
+        .map(|t| {
+            (
+                t["id"].as_str().unwrap_or("").to_owned(),
+                t["agent_id"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_ne!(placed[0].1, placed[1].1, "spread puts one on each agent");
+
+    let out = cluster.cli_ok(&[
+        "policy",
+        "swap",
+        &format!("framework/{fw}"),
+        "service-bin-pack",
+    ]);
+    assert!(out.contains(&format!("framework/{fw}")), "{out}");
+    // An instance dies: bin-pack puts its replacement next to the survivor.
+    let (victim, emptied) = &placed[0];
+    let (survivor, packed) = &placed[1];
+    docker_kill(&container_of(victim));
+    wait_for("the replacement", Duration::from_secs(60), || {
+        running(&cluster.tasks(&fw)).len() == 2
+            && cluster
+                .tasks(&fw)
+                .iter()
+                .any(|t| t["id"] == victim.as_str() && state(t) != "TASK_RUNNING")
+    });
+    let tasks = cluster.tasks(&fw);
+    let replacement = running(&tasks)
+        .into_iter()
+        .find(|t| t["id"] != survivor.as_str())
+        .expect("a replacement");
+    assert_eq!(
+        replacement["agent_id"],
+        packed.as_str(),
+        "bin-pack fills the busier agent, not {emptied}"
+    );
+    // Nothing was lost on the way: the survivor ran throughout.
+    let s = tasks
+        .iter()
+        .find(|t| t["id"] == survivor.as_str())
+        .expect("survivor");
+    assert_eq!(state(s), "TASK_RUNNING");
+    assert!(tasks.iter().all(|t| state(t) != "TASK_LOST"), "{tasks:?}");
+    let policies = cluster.cli_ok(&["policy", "list"]);
+    assert!(policies.contains(&format!("framework/{fw}")), "{policies}");
+}
+
+/// A batch of long tasks that never ends by itself: unbounded demand.
+fn greedy_batch(tasks: u32) -> String {
+    let mut w = String::from("retries = 0\nmax_failures = 1000\n");
+    for i in 0..tasks {
+        w.push_str(&format!(
+            "\n[[task]]\nname = \"t{i}\"\nimage = \"{TEST_IMAGE}\"\ncommand = [\"sh\", \"-c\", \"sleep 600\"]\ncpus = 0.5\nmem_mb = 64\n"
+        ));
+    }
+    w
+}
+
+fn share(cluster: &Cluster, name: &str) -> f64 {
+    cluster.framework(name)["dominant_share"]
+        .as_f64()
+        .unwrap_or(0.0)
+}
+
+fn running_count(cluster: &Cluster, name: &str) -> usize {
+    running(&cluster.tasks(name)).len()
+}
+
+#[test]
+fn frameworks_share_the_cluster_by_weight() {
+    crate::harness::require_docker();
+    // Frameworks first, agents after: both compete for every offer from the start.
+    let mut cluster = Cluster::start(0, "3");
+    let (a, b) = (unique("fair-a"), unique("fair-b"));
+    cluster.submit(
+        &a,
+        "batch",
+        &greedy_batch(30),
+        &["--role", "ra", "--weight", "1"],
+    );
+    cluster.submit(
+        &b,
+        "batch",
+        &greedy_batch(30),
+        &["--role", "rb", "--weight", "1"],
+    );
+    cluster.add_agent("3");
+    cluster.add_agent("3");
+    // 2 agents × 3 CPUs = 12 tasks of 0.5 CPU: the cluster fills up.
+    wait_for("a full cluster", Duration::from_secs(90), || {
+        running_count(&cluster, &a) + running_count(&cluster, &b) == 12
+    });
+    let (sa, sb) = (share(&cluster, &a), share(&cluster, &b));
+    let task_share = 0.5 / 6.0;
+    assert!(
+        (sa - sb).abs() <= task_share + 1e-9,
+        "equal weights: shares {sa} and {sb} within one task ({task_share})"
+    );
+    cluster.cli_ok(&["framework", "kill", &a]);
+    cluster.cli_ok(&["framework", "kill", &b]);
+    wait_for("the cluster emptied", Duration::from_secs(60), || {
+        cluster
+            .master
+            .agents()
+            .iter()
+            .all(|ag| ag["used"]["cpus"].as_f64() == Some(0.0))
+    });
+
+    // Weights 2 and 1, submitted while the cluster is empty and before a cycle can fill
+    // it for one of them alone: allocation waits for both by stopping the agents' offers
+    // with a drain while they are submitted.
+    let ids = cluster.agent_ids();
+    for id in &ids {
+        cluster.cli_ok(&["agent", "drain", id]);
+    }
+    let (c, d) = (unique("fair-c"), unique("fair-d"));
+    cluster.submit(
+        &c,
+        "batch",
+        &greedy_batch(30),
+        &["--role", "rc", "--weight", "2"],
+    );
+    cluster.submit(
+        &d,
+        "batch",
+        &greedy_batch(30),
+        &["--role", "rd", "--weight", "1"],
+    );
+    for id in &ids {
+        cluster.cli_ok(&["agent", "undrain", id]);
+    }
+    wait_for("a full cluster", Duration::from_secs(90), || {
+        running_count(&cluster, &c) + running_count(&cluster, &d) == 12
+    });
+    let (nc, nd) = (running_count(&cluster, &c), running_count(&cluster, &d));
+    assert_eq!((nc, nd), (8, 4), "weights 2:1 give 8 and 4 of 12 tasks");
+    let (sc, sd) = (share(&cluster, &c), share(&cluster, &d));
+    assert!((sc / sd - 2.0).abs() < 1e-9, "shares {sc} and {sd} are 2:1");
+}
+
+#[test]
+fn a_scheduler_that_breaks_the_rules_fails_alone() {
+    let cluster = Cluster::start(2, "2");
+    let bad = unique("bad");
+    let good = unique("hello");
+    cluster.submit(&bad, corral_policy::fixtures::BAD_SCHEDULER, "", &[]);
+    cluster.submit(
+        &good,
+        "hello",
+        &format!("count = 4\nimage = \"{TEST_IMAGE}\"\nmessage = \"still here\"\n"),
+        &["--wait", "--timeout", "120s"],
+    );
+    let f = cluster.framework(&good);
+    assert_eq!(f["state"], "completed", "{f}");
+    let b = cluster.framework(&bad);
+    assert!(
+        b["scheduler_errors"].as_u64().unwrap_or(0) > 0,
+        "the bad scheduler's answers are errors: {b}"
+    );
+    let err = b["last_error"].as_str().unwrap_or("");
+    assert!(
+        err.contains("offer"),
+        "the error says what was wrong: {err}"
+    );
+    assert_eq!(
+        b["active_tasks"], 0,
+        "nothing the bad scheduler decided was launched: {b}"
+    );
+    // The master is fine and says so.
+    assert_eq!(cluster.master.agents().len(), 2);
+}
+
+#[test]
+fn corral_up_runs_hello_on_the_first_try() {
+    crate::harness::require_docker();
+    let dir = TempDir::new("up");
+    let listen = crate::harness::free_udp_addr();
+    let args: Vec<String> = [
+        "--log",
+        "info",
+        "up",
+        "--state",
+        &dir.0.display().to_string(),
+        "--listen",
+        &listen.to_string(),
+        "--http",
+        "off",
+        "--agent-http",
+        "off",
+        "--hello-image",
+        TEST_IMAGE,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let up = Proc::spawn(&args, dir.0.join("up.log"));
+    let _cleanup = ContainerCleanup(dir.0.join("agent"));
+    wait_for("hello to complete", Duration::from_secs(120), || {
+        up.log_text().contains("hello completed")
+    });
+    let log = up.log_text();
+    assert!(log.contains("corral is up"), "{log}");
+    assert!(!log.contains("did not run"), "{log}");
+    drop(up);
+}
