@@ -165,3 +165,186 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
     let id = agent_id(&dir.0).expect("agent id");
     assert_eq!(master.agent_state(&id).as_deref(), Some("active"));
 }
+
+/// `corral framework show NAME --json`, parsed.
+fn framework(master: &Master, name: &str) -> Value {
+    let out = master.cli(&["framework", "show", name, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("framework show json")
+}
+
+fn framework_tasks(master: &Master, name: &str) -> Vec<Value> {
+    framework(master, name)["task_list"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn submit(master: &Master, dir: &TempDir, name: &str, scheduler: &str, workload: &str) {
+    let path = dir.0.join(format!("{name}.toml"));
+    std::fs::write(&path, workload).expect("workload");
+    let out = master.cli(&[
+        "framework",
+        "submit",
+        name,
+        "--scheduler",
+        scheduler,
+        "--workload",
+        &path.display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_master_killed_mid_batch_finishes_it_with_every_task_run_once() {
+    crate::harness::require_docker();
+    let mut master = Master::start(&["--allocation-interval", "100ms"]);
+    let dirs = [TempDir::new("midbatch-a"), TempDir::new("midbatch-b")];
+    let _agents: Vec<_> = dirs.iter().map(|d| master.agent(&d.0, &[])).collect();
+    let _cleanup: Vec<_> = dirs.iter().map(|d| ContainerCleanup(d.0.clone())).collect();
+    wait_for("the agents", Duration::from_secs(10), || {
+        master.agents().len() == 2
+    });
+    let name = unique("midbatch");
+    // 50 tasks of a second or so; 2 agents of 2 CPUs run 20 at a time.
+    let mut workload = String::from("retries = 0\n");
+    for i in 0..50 {
+        workload.push_str(&format!(
+            "\n[[task]]\nname = \"t{i}\"\nimage = \"{TEST_IMAGE}\"\ncommand = [\"sh\", \"-c\", \"sleep 1; echo ran {i}\"]\ncpus = 0.2\nmem_mb = 16\n"
+        ));
+    }
+    submit(&master, &dirs[0], &name, "batch", &workload);
+    let fw_id = framework(&master, &name)["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    wait_for("a few tasks finished", Duration::from_secs(60), || {
+        framework_tasks(&master, &name)
+            .iter()
+            .filter(|t| t["state"] == "TASK_FINISHED")
+            .count()
+            >= 5
+    });
+
+    master.proc.kill9();
+    master.restart();
+    // The framework is back with its workload, and the scheduler's history survived.
+    let f = framework(&master, &name);
+    assert_eq!(f["id"], fw_id.as_str(), "{f}");
+    assert!(f["workload"].as_str().is_some_and(|w| w.contains("t49")));
+    let out = master.cli(&["policy", "list", "--json"]);
+    let records: Vec<Value> = serde_json::from_slice(&out.stdout).expect("policy list json");
+    let slot = format!("framework/{name}");
+    let mine: Vec<&Value> = records.iter().filter(|r| r["slot"] == slot.as_str()).collect();
+    assert!(
+        mine.iter().any(|r| r["who"] != "restored" && r["state"] == "superseded"),
+        "the submit before the restart: {mine:?}"
+    );
+    assert!(
+        mine.iter().any(|r| r["who"] == "restored" && r["state"] == "active"),
+        "the scheduler loaded again: {mine:?}"
+    );
+    wait_for("the batch to complete", Duration::from_secs(120), || {
+        framework(&master, &name)["state"] == "completed"
+    });
+    let tasks = framework_tasks(&master, &name);
+    for i in 0..50 {
+        let attempts: Vec<&Value> = tasks
+            .iter()
+            .filter(|t| t["name"] == format!("t{i}").as_str())
+            .collect();
+        assert_eq!(attempts.len(), 1, "t{i} launched once: {attempts:?}");
+        assert_eq!(attempts[0]["state"], "TASK_FINISHED", "{:?}", attempts[0]);
+        let id = attempts[0]["id"].as_str().unwrap_or("");
+        assert_eq!(containers_of(id).len(), 1, "one container for {id}");
+    }
+    // And no container of the framework beyond its 50 tasks.
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=corral.framework_id={fw_id}"),
+        ])
+        .output()
+        .expect("docker ps");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).split_whitespace().count(),
+        50
+    );
+}
+
+#[test]
+fn draining_an_agent_moves_its_service_instances_before_the_deadline() {
+    crate::harness::require_docker();
+    let master = Master::start(&["--allocation-interval", "100ms"]);
+    let dirs = [TempDir::new("drain-a"), TempDir::new("drain-b")];
+    let _agents: Vec<_> = dirs.iter().map(|d| master.agent(&d.0, &[])).collect();
+    let _cleanup: Vec<_> = dirs.iter().map(|d| ContainerCleanup(d.0.clone())).collect();
+    wait_for("the agents", Duration::from_secs(10), || {
+        master.agents().len() == 2
+    });
+    let name = unique("drain");
+    let workload = format!(
+        "instances = 4\nimage = \"{TEST_IMAGE}\"\ncommand = [\"sh\", \"-c\", \"sleep 600\"]\ncpus = 0.1\nmem_mb = 16\n"
+    );
+    submit(&master, &dirs[0], &name, "service", &workload);
+    let running = |tasks: &[Value]| -> Vec<Value> {
+        tasks
+            .iter()
+            .filter(|t| t["state"] == "TASK_RUNNING")
+            .cloned()
+            .collect()
+    };
+    wait_for("4 instances", Duration::from_secs(60), || {
+        running(&framework_tasks(&master, &name)).len() == 4
+    });
+    let drained = agent_id(&dirs[0].0).expect("agent id");
+    assert!(
+        running(&framework_tasks(&master, &name))
+            .iter()
+            .any(|t| t["agent_id"] == drained.as_str()),
+        "spread puts instances on both agents"
+    );
+    let out = master.cli(&["agent", "drain", &drained, "--deadline", "60s"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(master.agent_state(&drained).as_deref(), Some("draining"));
+    let took = wait_for(
+        "the instances to move off the drained agent",
+        Duration::from_secs(55),
+        || {
+            let tasks = framework_tasks(&master, &name);
+            let r = running(&tasks);
+            r.len() == 4
+                && r.iter().all(|t| t["agent_id"] != drained.as_str())
+                && tasks.iter().all(|t| {
+                    t["agent_id"] != drained.as_str()
+                        || !matches!(
+                            t["state"].as_str(),
+                            Some("TASK_RUNNING" | "TASK_STARTING" | "TASK_STAGING" | "TASK_KILLING")
+                        )
+                })
+        },
+    );
+    assert!(took < Duration::from_secs(60), "moved before the deadline");
+    // Moved by the scheduler (killed after their replacements ran), not lost.
+    let tasks = framework_tasks(&master, &name);
+    assert!(
+        tasks
+            .iter()
+            .filter(|t| t["agent_id"] == drained.as_str())
+            .all(|t| t["state"] == "TASK_KILLED"),
+        "{tasks:?}"
+    );
+    let out = master.cli(&["agent", "undrain", &drained]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(master.agent_state(&drained).as_deref(), Some("active"));
+}

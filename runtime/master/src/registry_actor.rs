@@ -45,6 +45,9 @@ pub struct RegistryActor {
     /// Each task's launch order and workload generation.
     pub(crate) task_meta: HashMap<String, (u64, u32)>,
     pub(crate) next_seq: u64,
+    /// Policy swaps saved by earlier runs of the master, oldest first.
+    pub(crate) past_policies: Vec<corral_policy::SwapRecord>,
+    pub(crate) next_history: u64,
 }
 
 /// A request the registry refused, with a stable code and a message for a person.
@@ -83,6 +86,8 @@ impl RegistryActor {
             after: Vec::new(),
             task_meta: HashMap::new(),
             next_seq: 0,
+            past_policies: Vec::new(),
+            next_history: 0,
         }
     }
 

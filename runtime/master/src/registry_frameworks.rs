@@ -999,7 +999,8 @@ impl Handler<SchedulerSwapped> for RegistryActor {
     }
 }
 
-/// Every framework scheduler slot's history.
+/// The policy swaps saved by earlier runs of the master, then every framework scheduler
+/// slot's history.
 #[derive(Message)]
 #[rtype(result = "Vec<SwapRecord>")]
 pub struct SchedulerHistories;
@@ -1009,7 +1010,7 @@ impl Handler<SchedulerHistories> for RegistryActor {
 
     fn handle(&mut self, _: SchedulerHistories, _: &mut Self::Context) -> Self::Result {
         let mut seen = HashSet::new();
-        let mut out = Vec::new();
+        let mut out = self.past_policies.clone();
         // Newest framework of each name first, so the history shows the running one.
         let mut fws: Vec<&Framework> = self.frameworks.values().collect();
         fws.sort_by_key(|f| (!f.is_active(), std::cmp::Reverse(f.submitted_at_ms)));

@@ -143,6 +143,10 @@ impl RegistryActor {
         empty_slot: impl Fn(&str) -> Arc<SchedulerSlot>,
     ) {
         let now = now_ms();
+        for (seq, r) in loaded.history {
+            self.next_history = self.next_history.max(seq);
+            self.past_policies.push(swap_record(r));
+        }
         for (role, weight) in loaded.roles {
             self.roles.insert(role, weight);
         }
@@ -269,5 +273,60 @@ impl Handler<SaveAllocator> for RegistryActor {
         self.ops
             .push(Op::Meta(ALLOCATOR_KEY.to_owned(), msg.digest.into_bytes()));
         self.flush(None);
+    }
+}
+
+/// A saved policy record, as the master shows its history. What was active when the
+/// master stopped shows as superseded: the restarted master loaded its policies again.
+fn swap_record(r: pb::PolicyRecord) -> corral_policy::SwapRecord {
+    use corral_policy::PolicyState;
+    let state = match r.state.as_str() {
+        "rolled back" => PolicyState::RolledBack,
+        "rejected" => PolicyState::Rejected,
+        _ => PolicyState::Superseded,
+    };
+    corral_policy::SwapRecord {
+        slot: r.slot,
+        digest: r.digest,
+        who: r.who,
+        loaded_at: std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.loaded_at_ms),
+        state,
+        calls: r.calls,
+        errors: r.errors,
+        last_error: (!r.last_error.is_empty()).then_some(r.last_error),
+        swap_time: std::time::Duration::from_micros(r.swap_time_us),
+    }
+}
+
+/// A policy load or swap happened: keep its record for later runs of the master.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SavePolicyRecord {
+    pub record: corral_policy::SwapRecord,
+}
+
+impl Handler<SavePolicyRecord> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SavePolicyRecord, _: &mut Self::Context) {
+        self.next_history += 1;
+        self.ops.push(Op::History(
+            self.next_history,
+            crate::server::policy_record(&msg.record),
+        ));
+        self.flush(None);
+    }
+}
+
+/// The policy swaps of earlier runs of the master, oldest first.
+#[derive(Message)]
+#[rtype(result = "Vec<corral_policy::SwapRecord>")]
+pub struct PastPolicies;
+
+impl Handler<PastPolicies> for RegistryActor {
+    type Result = MessageResult<PastPolicies>;
+
+    fn handle(&mut self, _: PastPolicies, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.past_policies.clone())
     }
 }

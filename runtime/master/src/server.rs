@@ -24,7 +24,7 @@ use crate::registry_frameworks::{
     initial_view, AddFramework, CheckSubmit, FrameworkSlot, KillFramework, ListFrameworks,
     SchedulerHistories, SchedulerSwapped, UpdateFramework,
 };
-use crate::registry_store::SaveAllocator;
+use crate::registry_store::{SaveAllocator, SavePolicyRecord};
 use crate::MasterConfig;
 
 /// The actors a connection's streams talk to.
@@ -576,6 +576,7 @@ async fn receive_swap(
         return Ok(());
     };
     let who = who(req.who);
+    let slot_for_history = slot.as_ref().map(|(_, s)| s.clone());
     let result = match slot {
         None => {
             let kept = bytes.clone();
@@ -610,6 +611,19 @@ async fn receive_swap(
             }
         }
     };
+    // Keep the attempt, whatever its outcome, in the saved history.
+    let latest = match &slot_for_history {
+        None => services
+            .allocator
+            .send(AllocatorHistory)
+            .await
+            .ok()
+            .and_then(|h| h.last().cloned()),
+        Some(slot) => slot.history().last().cloned(),
+    };
+    if let Some(record) = latest {
+        services.registry.do_send(SavePolicyRecord { record });
+    }
     let kind = match result {
         Ok(record) => {
             tracing::info!(slot = %record.slot, digest = %record.digest, "policy swapped");
@@ -665,6 +679,9 @@ async fn receive_submit(
     .await
     .map_err(|e| format!("loading the scheduler did not complete: {e}"))
     .and_then(|(r, bytes)| r.map(|_| bytes).map_err(|e| e.to_string()));
+    if let Some(record) = slot.history().last().cloned() {
+        services.registry.do_send(SavePolicyRecord { record });
+    }
     let component = match loaded {
         Ok(bytes) => bytes,
         Err(e) => {

@@ -23,6 +23,7 @@ const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
 const ROLES: TableDefinition<&str, f64> = TableDefinition::new("roles");
 const COMPONENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("components");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("policy_history");
 
 /// The file the registry lives in, inside the master's state folder.
 pub const FILE: &str = "registry.redb";
@@ -45,8 +46,10 @@ pub enum Op {
     Role(String, f64),
     /// A policy component, by its digest.
     Component(String, Vec<u8>),
-    /// A small value: the allocator's digest, the next task sequence number.
+    /// A small value: the allocator's digest.
     Meta(String, Vec<u8>),
+    /// One policy load or swap, in the order they happened.
+    History(u64, pb::PolicyRecord),
 }
 
 /// Something to do once a batch is durable.
@@ -72,6 +75,8 @@ pub struct Loaded {
     pub roles: Vec<(String, f64)>,
     pub components: HashMap<String, Vec<u8>>,
     pub meta: HashMap<String, Vec<u8>>,
+    /// Policy swaps, oldest first, with their sequence numbers.
+    pub history: Vec<(u64, pb::PolicyRecord)>,
 }
 
 /// The registry's writer. Dropping it finishes the queued batches and stops the thread.
@@ -118,6 +123,7 @@ impl Store {
                 txn.open_table(def).map_err(|e| open_err(&path, e))?;
             }
             txn.open_table(ROLES).map_err(|e| open_err(&path, e))?;
+            txn.open_table(HISTORY).map_err(|e| open_err(&path, e))?;
         }
         txn.commit().map_err(|e| open_err(&path, e))?;
         let loaded = load(&db, &path)?;
@@ -174,6 +180,13 @@ fn load(db: &Database, path: &Path) -> Result<Loaded, StoreError> {
     messages!(TASKS, pb::StoredTask, loaded.tasks);
     messages!(FRAMEWORKS, pb::StoredFramework, loaded.frameworks);
     messages!(AGENTS, pb::StoredAgent, loaded.agents);
+    let history = txn.open_table(HISTORY).map_err(|e| open_err(path, e))?;
+    for item in history.iter().map_err(|e| corrupt(path, e))? {
+        let (k, v) = item.map_err(|e| corrupt(path, e))?;
+        let record = pb::PolicyRecord::decode(v.value())
+            .map_err(|e| corrupt(path, format!("policy history {}: {e}", k.value())))?;
+        loaded.history.push((k.value(), record));
+    }
     let roles = txn.open_table(ROLES).map_err(|e| open_err(path, e))?;
     for item in roles.iter().map_err(|e| corrupt(path, e))? {
         let (k, v) = item.map_err(|e| corrupt(path, e))?;
@@ -237,6 +250,7 @@ fn commit(db: &Database, batches: &[Batch]) -> Result<(), redb::Error> {
         let mut roles = txn.open_table(ROLES)?;
         let mut components = txn.open_table(COMPONENTS)?;
         let mut meta = txn.open_table(META)?;
+        let mut history = txn.open_table(HISTORY)?;
         for op in batches.iter().flat_map(|b| b.ops.iter()) {
             match op {
                 Op::Task(t) => {
@@ -259,6 +273,9 @@ fn commit(db: &Database, batches: &[Batch]) -> Result<(), redb::Error> {
                 }
                 Op::Meta(key, value) => {
                     meta.insert(key.as_str(), value.as_slice())?;
+                }
+                Op::History(seq, record) => {
+                    history.insert(*seq, record.encode_to_vec().as_slice())?;
                 }
             }
         }
