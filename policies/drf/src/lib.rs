@@ -2,9 +2,16 @@
 //!
 //! The algorithm is the one documented in `runtime/core/src/drf.rs` (the native reference);
 //! the host's differential tests hold the two to identical offers, so change both together.
+//! Three differences of implementation, none of which changes an answer, keep the
+//! component small and quick (the host compiles it at every swap, in about a millisecond
+//! per kilobyte of code): a bump allocator (see [`bump`]), demand classes found with a hash
+//! table and per-framework filter lists sorted with a heapsort, where the standard sort
+//! and allocator were two thirds of the code.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+mod bump;
+
+#[global_allocator]
+static ALLOCATOR: bump::Bump = bump::Bump::new();
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -15,20 +22,55 @@ use corral::policy::types::{Framework, Resources};
 
 struct Drf;
 
-#[derive(Clone, Copy, PartialEq)]
-struct Share(f64);
-
-impl Eq for Share {}
-
-impl PartialOrd for Share {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
+/// The smallest of the keys of entries `0..n`, each present or absent, with ties to the
+/// smaller index: a winner tree. As `Tourney` in `runtime/core/src/drf.rs`: keys are the
+/// bits of shares (never negative or NaN, so ordered like their values), `ABSENT` above
+/// every share.
+struct Tourney {
+    /// `(key, entry)` of the winner of each node's subtree; `nodes[1]` is the root and the
+    /// leaves are `nodes[leaves..]`; a tie goes to the left, the smaller entry.
+    nodes: Vec<(u64, u32)>,
+    leaves: usize,
 }
 
-impl Ord for Share {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.0.total_cmp(&other.0)
+const ABSENT: u64 = u64::MAX;
+
+impl Tourney {
+    fn new(keys: impl ExactSizeIterator<Item = Option<f64>>) -> Self {
+        let leaves = keys.len().next_power_of_two();
+        let mut nodes = vec![(ABSENT, 0); 2 * leaves];
+        for (i, key) in keys.enumerate() {
+            nodes[leaves + i].0 = key.map_or(ABSENT, f64::to_bits);
+        }
+        for (i, node) in nodes[leaves..].iter_mut().enumerate() {
+            node.1 = i as u32;
+        }
+        let mut t = Tourney { nodes, leaves };
+        for n in (1..leaves).rev() {
+            t.play(n);
+        }
+        t
+    }
+
+    #[inline(always)]
+    fn play(&mut self, node: usize) {
+        let (a, b) = (self.nodes[2 * node], self.nodes[2 * node + 1]);
+        self.nodes[node] = if b.0 < a.0 { b } else { a };
+    }
+
+    fn winner(&self) -> Option<usize> {
+        let (key, entry) = self.nodes[1];
+        (key != ABSENT).then_some(entry as usize)
+    }
+
+    #[inline(always)]
+    fn set(&mut self, i: usize, key: Option<f64>) {
+        let mut node = self.leaves + i;
+        self.nodes[node].0 = key.map_or(ABSENT, f64::to_bits);
+        while node > 1 {
+            node /= 2;
+            self.play(node);
+        }
     }
 }
 
@@ -62,31 +104,75 @@ fn sub(a: &Resources, b: &Resources) -> Resources {
     }
 }
 
+/// Sorts a (short) list of agents. A heapsort rather than `sort_unstable`, whose
+/// pattern-defeating quicksort and sorting networks were half of this component's code,
+/// and so half of the host's compile time when the policy is swapped in.
+fn sort_agents(v: &mut [u32]) {
+    let sift = |v: &mut [u32], mut node: usize, end: usize| loop {
+        let mut child = 2 * node + 1;
+        if child >= end {
+            break;
+        }
+        if child + 1 < end && v[child] < v[child + 1] {
+            child += 1;
+        }
+        if v[node] >= v[child] {
+            break;
+        }
+        v.swap(node, child);
+        node = child;
+    };
+    let n = v.len();
+    for node in (0..n / 2).rev() {
+        sift(v, node, n);
+    }
+    for end in (1..n).rev() {
+        v.swap(0, end);
+        sift(v, 0, end);
+    }
+}
+
 /// Frameworks with equal demands form a class; the first agent that may have room for a
-/// class's demand is shared by its frameworks. Classes are numbered in order of demand, so
-/// that the numbering is the same on every run. As `demand_classes` in
-/// `runtime/core/src/drf.rs`.
+/// class's demand is shared by its frameworks. Returns each framework's class and a cursor
+/// per class. As `demand_classes` in `runtime/core/src/drf.rs`, which numbers the classes
+/// in order of demand; here they are numbered in order of first appearance, through an
+/// open-addressing hash table (linear, and no sort to compile). Only which frameworks
+/// share a class matters to the answer, not the numbers.
 fn demand_classes(frameworks: &[Framework]) -> (Vec<usize>, Vec<usize>) {
     let key = |i: usize| {
         let d = &frameworks[i].demand;
         (d.cpus_milli, d.mem_mb, d.disk_mb)
     };
-    let mut order: Vec<usize> = (0..frameworks.len()).collect();
-    order.sort_unstable_by_key(|&i| key(i));
+    let bits = (2 * frameworks.len())
+        .max(2)
+        .next_power_of_two()
+        .trailing_zeros();
+    let mask = (1usize << bits) - 1;
+    // Slot -> 1 + the first framework with that demand (0: empty).
+    let mut table = vec![0u32; mask + 1];
     let mut class = vec![0usize; frameworks.len()];
     let mut classes = 0usize;
-    for (k, &i) in order.iter().enumerate() {
-        if k > 0 && key(order[k - 1]) != key(i) {
-            classes += 1;
+    for i in 0..frameworks.len() {
+        let (c, m, d) = key(i);
+        let h = (c ^ m.rotate_left(21) ^ d.rotate_left(42)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut slot = (h >> (64 - bits)) as usize;
+        loop {
+            match table[slot] {
+                0 => {
+                    table[slot] = i as u32 + 1;
+                    class[i] = classes;
+                    classes += 1;
+                    break;
+                }
+                first if key(first as usize - 1) == (c, m, d) => {
+                    class[i] = class[first as usize - 1];
+                    break;
+                }
+                _ => slot = (slot + 1) & mask,
+            }
         }
-        class[i] = classes;
     }
-    let n = if frameworks.is_empty() {
-        0
-    } else {
-        classes + 1
-    };
-    (class, vec![0usize; n])
+    (class, vec![0usize; classes])
 }
 
 fn dominant_share(allocated: &Resources, total: &Resources) -> f64 {
@@ -129,13 +215,15 @@ impl Guest for Drf {
             }
         }
         for list in &mut filtered {
-            list.sort_unstable();
+            sort_agents(list);
         }
 
         let total = view.total;
         let weights: Vec<f64> = view.roles.iter().map(|r| r.weight).collect();
-        let mut fw_heaps: Vec<BinaryHeap<Reverse<(Share, u32)>>> = vec![BinaryHeap::new(); n_roles];
+        // The frameworks that take part, by role, in index order (entry `k` of a role's
+        // tree is its framework `members[role][k]`).
         let mut wanted = vec![0u32; n_fws];
+        let mut members: Vec<Vec<u32>> = vec![Vec::new(); n_roles];
         for (i, f) in view.frameworks.iter().enumerate() {
             let role = f.role as usize;
             if f.suppressed || f.wanted == 0 || role >= n_roles {
@@ -146,36 +234,44 @@ impl Guest for Drf {
                 continue;
             }
             wanted[i] = f.wanted;
-            fw_heaps[role].push(Reverse((
-                Share(dominant_share(&fw_alloc[i], &total)),
-                i as u32,
-            )));
+            members[role].push(i as u32);
         }
+        let mut fw_trees: Vec<Tourney> = members
+            .iter()
+            .map(|m| {
+                Tourney::new(
+                    m.iter()
+                        .map(|&i| Some(dominant_share(&fw_alloc[i as usize], &total))),
+                )
+            })
+            .collect();
         let role_key =
-            |alloc: &Resources, role: usize| Share(dominant_share(alloc, &total) / weights[role]);
-        let mut role_heap: BinaryHeap<Reverse<(Share, u32)>> = BinaryHeap::new();
-        for (r, heap) in fw_heaps.iter().enumerate() {
-            if !heap.is_empty() {
-                role_heap.push(Reverse((role_key(&role_alloc[r], r), r as u32)));
-            }
-        }
+            |alloc: &Resources, role: usize| dominant_share(alloc, &total) / weights[role];
+        let mut roles = Tourney::new(
+            members
+                .iter()
+                .enumerate()
+                .map(|(r, m)| (!m.is_empty()).then(|| role_key(&role_alloc[r], r))),
+        );
 
         let mut cursor = vec![0usize; n_fws];
         let mut last_offer: Vec<Option<usize>> = vec![None; n_fws];
         let mut offers: Vec<Offer> = Vec::new();
 
-        while let Some(Reverse((key, r))) = role_heap.pop() {
-            let role = r as usize;
-            let Some(Reverse((_, fw))) = fw_heaps[role].pop() else {
+        while let Some(role) = roles.winner() {
+            let Some(local) = fw_trees[role].winner() else {
+                roles.set(role, None);
                 continue;
             };
+            let fw = members[role][local];
             let f = fw as usize;
             let demand = view.frameworks[f].demand;
             let whole = is_zero(&demand);
             // Agents before the class cursor have no room for this demand (free resources
             // only shrink); the scan moves it on over a run of agents without room.
-            let mut a = cursor[f].max(class_cursor[class[f]]);
-            let mut advance = a == class_cursor[class[f]];
+            let c = class[f];
+            let mut a = cursor[f].max(class_cursor[c]);
+            let mut advance = a == class_cursor[c];
             let mut placed = None;
             while a < n_agents {
                 let room = if whole {
@@ -185,7 +281,7 @@ impl Guest for Drf {
                 };
                 if !room {
                     if advance {
-                        class_cursor[class[f]] = a + 1;
+                        class_cursor[c] = a + 1;
                     }
                 } else if filtered[f].binary_search(&(a as u32)).is_err() {
                     placed = Some(a);
@@ -196,40 +292,31 @@ impl Guest for Drf {
                 a += 1;
             }
             cursor[f] = a;
-            match placed {
-                Some(a) => {
-                    let unit = if whole { free[a] } else { demand };
-                    free[a] = sub(&free[a], &unit);
-                    fw_alloc[f] = add(&fw_alloc[f], &unit);
-                    role_alloc[role] = add(&role_alloc[role], &unit);
-                    match last_offer[f] {
-                        Some(o) if offers[o].agent == a as u32 => {
-                            offers[o].resources = add(&offers[o].resources, &unit);
-                        }
-                        _ => {
-                            last_offer[f] = Some(offers.len());
-                            offers.push(Offer {
-                                agent: a as u32,
-                                framework: fw,
-                                resources: unit,
-                            });
-                        }
-                    }
-                    wanted[f] -= 1;
-                    if wanted[f] > 0 {
-                        fw_heaps[role]
-                            .push(Reverse((Share(dominant_share(&fw_alloc[f], &total)), fw)));
-                    }
-                    if !fw_heaps[role].is_empty() {
-                        role_heap.push(Reverse((role_key(&role_alloc[role], role), r)));
-                    }
+            let Some(a) = placed else {
+                fw_trees[role].set(local, None);
+                continue;
+            };
+            let unit = if whole { free[a] } else { demand };
+            free[a] = sub(&free[a], &unit);
+            fw_alloc[f] = add(&fw_alloc[f], &unit);
+            role_alloc[role] = add(&role_alloc[role], &unit);
+            match last_offer[f] {
+                Some(o) if offers[o].agent == a as u32 => {
+                    offers[o].resources = add(&offers[o].resources, &unit);
                 }
-                None => {
-                    if !fw_heaps[role].is_empty() {
-                        role_heap.push(Reverse((key, r)));
-                    }
+                _ => {
+                    last_offer[f] = Some(offers.len());
+                    offers.push(Offer {
+                        agent: a as u32,
+                        framework: fw,
+                        resources: unit,
+                    });
                 }
             }
+            wanted[f] -= 1;
+            let share = (wanted[f] > 0).then(|| dominant_share(&fw_alloc[f], &total));
+            fw_trees[role].set(local, share);
+            roles.set(role, Some(role_key(&role_alloc[role], role)));
         }
         offers
     }

@@ -162,9 +162,14 @@ pub struct MasterOpts {
     /// Time between allocation cycles.
     #[arg(long, default_value = "250ms", value_parser = parse_duration)]
     pub allocation_interval: Duration,
-    /// The allocator component to start with (default: the built-in weighted DRF).
+    /// The allocator component to start with (default: the built-in weighted DRF, or the
+    /// allocator swapped in before a restart).
     #[arg(long)]
     pub allocator: Option<PathBuf>,
+    /// How long one call of a framework's scheduler may run (raise it for frameworks with
+    /// very many tasks).
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    pub scheduler_budget: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -350,6 +355,7 @@ fn master_config(o: &MasterOpts) -> corral_master::MasterConfig {
         http: o.http.0,
         allocation_interval: o.allocation_interval,
         allocator: o.allocator.clone(),
+        scheduler_budget: o.scheduler_budget,
     }
 }
 

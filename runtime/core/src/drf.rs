@@ -29,29 +29,67 @@
 //! framework keeps a cursor (where it last found room), and so does each *demand class*
 //! (the frameworks with equal demands): the run of full agents at the front of the list is
 //! then scanned once per distinct demand rather than once per framework. A filtered agent
-//! stops a class cursor (filters are per framework). A cycle costs about
-//! `O(classes · agents + units · log frameworks)`; the answer is the linear scan's.
-
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+//! stops a class cursor (filters are per framework). The smallest role, and the smallest
+//! framework of each role, are kept by winner trees ([`Tourney`]): a unit changes one
+//! framework's share and one role's key, each a pass of `log n` branch-free comparisons
+//! from a leaf to the root (half the cost of a binary heap's pop and push). A cycle costs
+//! about `O(classes · agents + units · log frameworks)`; the answer is the linear scan's.
 
 use crate::view::{AllocatorView, Framework, Offer, Resources};
 
-/// A share with a total order, so that it can key a heap (shares are never NaN).
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Share(f64);
-
-impl Eq for Share {}
-
-impl PartialOrd for Share {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
+/// The smallest of the keys of entries `0..n`, each present or absent, with ties to the
+/// smaller index: a winner tree (tournament). Setting one key replays the matches from its
+/// leaf to the root, `log n` comparisons that compile to conditional moves.
+///
+/// Keys are shares: finite or infinite, never negative or NaN, so their bits order them
+/// like their values; an absent entry's key is `u64::MAX`, above every share.
+struct Tourney {
+    /// `(key, entry)` of the winner of each node's subtree: `nodes[1]` is the root, the
+    /// leaves are `nodes[leaves..]`. A left subtree holds smaller entries than its right
+    /// sibling, so a tie goes to the left.
+    nodes: Vec<(u64, u32)>,
+    leaves: usize,
 }
 
-impl Ord for Share {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.0.total_cmp(&other.0)
+const ABSENT: u64 = u64::MAX;
+
+impl Tourney {
+    /// A tree over `keys` (`None` for an absent entry).
+    fn new(keys: impl ExactSizeIterator<Item = Option<f64>>) -> Self {
+        let leaves = keys.len().next_power_of_two();
+        let mut nodes = vec![(ABSENT, 0); 2 * leaves];
+        for (i, key) in keys.enumerate() {
+            nodes[leaves + i].0 = key.map_or(ABSENT, f64::to_bits);
+        }
+        for (i, node) in nodes[leaves..].iter_mut().enumerate() {
+            node.1 = i as u32;
+        }
+        let mut t = Tourney { nodes, leaves };
+        for n in (1..leaves).rev() {
+            t.play(n);
+        }
+        t
+    }
+
+    fn play(&mut self, node: usize) {
+        let (a, b) = (self.nodes[2 * node], self.nodes[2 * node + 1]);
+        self.nodes[node] = if b.0 < a.0 { b } else { a };
+    }
+
+    /// The present entry with the smallest key, if any.
+    fn winner(&self) -> Option<usize> {
+        let (key, entry) = self.nodes[1];
+        (key != ABSENT).then_some(entry as usize)
+    }
+
+    /// Sets entry `i`'s key, or makes it absent (`None`).
+    fn set(&mut self, i: usize, key: Option<f64>) {
+        let mut node = self.leaves + i;
+        self.nodes[node].0 = key.map_or(ABSENT, f64::to_bits);
+        while node > 1 {
+            node /= 2;
+            self.play(node);
+        }
     }
 }
 
@@ -132,8 +170,10 @@ pub fn allocate(view: &AllocatorView) -> Vec<Offer> {
         list.sort_unstable();
     }
 
-    let mut fw_heaps: Vec<BinaryHeap<Reverse<(Share, u32)>>> = vec![BinaryHeap::new(); n_roles];
+    // The frameworks that take part, by role, in index order: entry `k` of a role's tree
+    // is its framework `members[role][k]`, so a tie still goes to the smaller index.
     let mut wanted: Vec<u32> = vec![0; view.frameworks.len()];
+    let mut members: Vec<Vec<u32>> = vec![Vec::new(); n_roles];
     for (i, f) in view.frameworks.iter().enumerate() {
         let role = f.role as usize;
         if f.suppressed || f.wanted == 0 || role >= n_roles {
@@ -143,30 +183,38 @@ pub fn allocate(view: &AllocatorView) -> Vec<Offer> {
             continue;
         }
         wanted[i] = f.wanted;
-        fw_heaps[role].push(Reverse((
-            Share(dominant_share(&fw_alloc[i], &view.total)),
-            i as u32,
-        )));
+        members[role].push(i as u32);
     }
+    let mut fw_trees: Vec<Tourney> = members
+        .iter()
+        .map(|m| {
+            Tourney::new(
+                m.iter()
+                    .map(|&i| Some(dominant_share(&fw_alloc[i as usize], &view.total))),
+            )
+        })
+        .collect();
     let role_key = |alloc: &Resources, role: usize| {
-        Share(dominant_share(alloc, &view.total) / view.roles[role].weight)
+        dominant_share(alloc, &view.total) / view.roles[role].weight
     };
-    let mut role_heap: BinaryHeap<Reverse<(Share, u32)>> = BinaryHeap::new();
-    for (r, heap) in fw_heaps.iter().enumerate() {
-        if !heap.is_empty() {
-            role_heap.push(Reverse((role_key(&role_alloc[r], r), r as u32)));
-        }
-    }
+    let mut roles = Tourney::new(
+        members
+            .iter()
+            .enumerate()
+            .map(|(r, m)| (!m.is_empty()).then(|| role_key(&role_alloc[r], r))),
+    );
 
     let mut cursor = vec![0usize; view.frameworks.len()];
     let mut last_offer: Vec<Option<usize>> = vec![None; view.frameworks.len()];
     let mut offers: Vec<Offer> = Vec::new();
 
-    while let Some(Reverse((key, r))) = role_heap.pop() {
-        let role = r as usize;
-        let Some(Reverse((_, fw))) = fw_heaps[role].pop() else {
+    // The role with the smallest key, and in it the framework with the smallest share.
+    while let Some(role) = roles.winner() {
+        let Some(local) = fw_trees[role].winner() else {
+            roles.set(role, None);
             continue;
         };
+        let fw = members[role][local];
         let f = fw as usize;
         let demand = view.frameworks[f].demand;
         let whole = demand.is_zero();
@@ -198,42 +246,33 @@ pub fn allocate(view: &AllocatorView) -> Vec<Offer> {
         }
         cursor[f] = a;
 
-        match placed {
-            Some(a) => {
-                let unit = if whole { free[a] } else { demand };
-                free[a] = free[a].saturating_sub(&unit);
-                fw_alloc[f] = fw_alloc[f].saturating_add(&unit);
-                role_alloc[role] = role_alloc[role].saturating_add(&unit);
-                match last_offer[f] {
-                    Some(o) if offers[o].agent == a as u32 => {
-                        offers[o].resources = offers[o].resources.saturating_add(&unit);
-                    }
-                    _ => {
-                        last_offer[f] = Some(offers.len());
-                        offers.push(Offer {
-                            agent: a as u32,
-                            framework: fw,
-                            resources: unit,
-                        });
-                    }
-                }
-                wanted[f] -= 1;
-                if wanted[f] > 0 {
-                    fw_heaps[role].push(Reverse((
-                        Share(dominant_share(&fw_alloc[f], &view.total)),
-                        fw,
-                    )));
-                }
-                if !fw_heaps[role].is_empty() {
-                    role_heap.push(Reverse((role_key(&role_alloc[role], role), r)));
-                }
+        // A framework with no agent left with room leaves the cycle; so does one that has
+        // all it wanted. The role's key changes with what it is given.
+        let Some(a) = placed else {
+            fw_trees[role].set(local, None);
+            continue;
+        };
+        let unit = if whole { free[a] } else { demand };
+        free[a] = free[a].saturating_sub(&unit);
+        fw_alloc[f] = fw_alloc[f].saturating_add(&unit);
+        role_alloc[role] = role_alloc[role].saturating_add(&unit);
+        match last_offer[f] {
+            Some(o) if offers[o].agent == a as u32 => {
+                offers[o].resources = offers[o].resources.saturating_add(&unit);
             }
-            None => {
-                if !fw_heaps[role].is_empty() {
-                    role_heap.push(Reverse((key, r)));
-                }
+            _ => {
+                last_offer[f] = Some(offers.len());
+                offers.push(Offer {
+                    agent: a as u32,
+                    framework: fw,
+                    resources: unit,
+                });
             }
         }
+        wanted[f] -= 1;
+        let share = (wanted[f] > 0).then(|| dominant_share(&fw_alloc[f], &view.total));
+        fw_trees[role].set(local, share);
+        roles.set(role, Some(role_key(&role_alloc[role], role)));
     }
     offers
 }
@@ -259,6 +298,25 @@ mod tests {
             .filter(|o| o.framework == framework)
             .map(|o| o.resources.cpus_milli / unit.cpus_milli)
             .sum()
+    }
+
+    #[test]
+    fn tourney_finds_the_smallest_key_and_breaks_ties_by_index() {
+        let mut t = Tourney::new([Some(0.5), None, Some(0.25), Some(0.25), Some(1.0)].into_iter());
+        assert_eq!(t.winner(), Some(2), "ties go to the smaller index");
+        t.set(2, Some(0.75));
+        assert_eq!(t.winner(), Some(3));
+        t.set(3, None);
+        assert_eq!(t.winner(), Some(0));
+        t.set(1, Some(f64::INFINITY));
+        for i in [0, 2, 4] {
+            t.set(i, None);
+        }
+        assert_eq!(t.winner(), Some(1), "an infinite key is still present");
+        t.set(1, None);
+        assert_eq!(t.winner(), None);
+        assert_eq!(Tourney::new(std::iter::empty()).winner(), None);
+        assert_eq!(Tourney::new([Some(0.0)].into_iter()).winner(), Some(0));
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct MasterConfig {
     pub allocation_interval: Duration,
     /// The allocator component to start with; `None` uses the built-in weighted DRF.
     pub allocator: Option<PathBuf>,
+    /// How long one call of a framework's scheduler may run before it is stopped.
+    pub scheduler_budget: Duration,
 }
 
 impl Default for MasterConfig {
@@ -38,6 +40,7 @@ impl Default for MasterConfig {
             http: Some(([127, 0, 0, 1], 5051).into()),
             allocation_interval: Duration::from_millis(250),
             allocator: None,
+            scheduler_budget: corral_policy::PolicyConfig::default().scheduler_budget,
         }
     }
 }
@@ -69,6 +72,11 @@ impl MasterConfig {
                 ));
             }
         }
+        let policy = corral_policy::PolicyConfig {
+            scheduler_budget: self.scheduler_budget,
+            ..Default::default()
+        };
+        policy.validate().map_err(|e| e.to_string())?;
         if self.max_frame < 1024 {
             return Err("max frame must be at least 1024 bytes".into());
         }

@@ -81,8 +81,11 @@ impl Master {
             })?;
         let started = std::time::Instant::now();
         let (store, loaded) = store::Store::open(&config.state_dir)?;
-        let host = corral_policy::PolicyHost::new(corral_policy::PolicyConfig::default())
-            .map_err(|e| MasterError::Policy(e.to_string()))?;
+        let host = corral_policy::PolicyHost::new(corral_policy::PolicyConfig {
+            scheduler_budget: config.scheduler_budget,
+            ..Default::default()
+        })
+        .map_err(|e| MasterError::Policy(e.to_string()))?;
         let slot = std::sync::Arc::new(corral_policy::AllocatorSlot::new(&host, "allocator"));
         let saved_allocator = loaded
             .meta

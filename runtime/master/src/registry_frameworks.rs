@@ -367,6 +367,7 @@ impl RegistryActor {
                 }
                 Decision::Decline(d) => {
                     if let Some(o) = offers.get_mut(d.offer as usize).and_then(Option::take) {
+                        crate::http::metrics::METRICS.offers_declined.inc();
                         let secs = u64::from(d.refuse_seconds.min(MAX_REFUSE_SECONDS));
                         fw.filters
                             .insert(o.agent_id, now.saturating_add(secs * 1000));

@@ -26,9 +26,10 @@ pub struct PolicyConfig {
     /// instance pool. More calls wait for a place. A call is milliseconds of CPU work, so a
     /// few per core suffice; 64 leaves room for many schedulers waiting on one allocator.
     pub concurrent_calls: u32,
-    /// How much of a pooled instance's memory stays resident between calls (zeroed in
-    /// place rather than returned to the kernel). The wasm DRF uses a few MiB at
-    /// 10,000 agents; 16 MiB keeps that warm at a cost of at most 16 MiB × `concurrent_calls`
+    /// How much of a pooled instance's memory stays resident between calls (reset in
+    /// place, only the pages a call wrote where the kernel can say which, rather than
+    /// returned to the kernel). The wasm DRF uses about 3 MiB at 10,000 agents and 7 MiB
+    /// at 50,000; 16 MiB keeps that warm at a cost of at most 16 MiB × `concurrent_calls`
     /// of resident memory.
     pub pool_keep_resident: usize,
     /// A newly swapped policy that fails this many calls in a row, while on probation, is
