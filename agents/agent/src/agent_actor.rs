@@ -23,6 +23,8 @@ const ID_FILE: &str = "agent_id";
 const CHECKPOINT_FILE: &str = "checkpoint.pb";
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long status updates and acknowledgements gather before one checkpoint covers them.
+const FLUSH_DELAY: Duration = Duration::from_millis(2);
 
 struct Pending {
     status: pb::TaskStatus,
@@ -40,6 +42,11 @@ pub struct AgentActor {
     tasks: BTreeMap<String, pb::TaskInfo>,
     pending: VecDeque<Pending>,
     link: Option<mpsc::UnboundedSender<pb::Envelope>>,
+    /// Updates recorded but not yet written to the checkpoint and sent.
+    unsent: Vec<pb::TaskStatus>,
+    /// The checkpoint is behind the agent's state.
+    dirty: bool,
+    flush_scheduled: bool,
 }
 
 impl AgentActor {
@@ -101,6 +108,9 @@ impl AgentActor {
                 })
                 .collect(),
             link: None,
+            unsent: Vec::new(),
+            dirty: false,
+            flush_scheduled: false,
         };
         if let Some(id) = actor.agent_id.clone() {
             match actor.containerizer.recover(&id).await {
@@ -138,11 +148,18 @@ impl AgentActor {
                 entry.status = Some(r.status);
             }
         }
+        // Not connected yet: the recorded updates go out as pending ones on registration.
+        self.unsent.clear();
         self.checkpoint();
+        self.dirty = false;
     }
 
     /// Records a status: the task's latest state, a pending update, the checkpoint; then
     /// sends it if the master is connected.
+    ///
+    /// Updates that arrive together are written with one checkpoint and then sent in
+    /// order ([`AgentActor::flush`]): the checkpoint is always written before an update
+    /// leaves, but it is not rewritten for every one of a burst.
     fn record(&mut self, status: pb::TaskStatus) {
         if let Some(task) = self.tasks.get_mut(&status.task_id) {
             task.status = Some(status.clone());
@@ -152,10 +169,33 @@ impl AgentActor {
             next_retry: Instant::now() + RETRY_FIRST,
             backoff: RETRY_FIRST,
         });
-        self.checkpoint();
-        self.send(Body::StatusUpdate(pb::StatusUpdate {
-            status: Some(status),
-        }));
+        self.unsent.push(status);
+        self.dirty = true;
+    }
+
+    /// Writes the checkpoint if it is behind, then sends the updates recorded since the
+    /// last flush.
+    fn flush(&mut self) {
+        if self.dirty {
+            self.checkpoint();
+            self.dirty = false;
+        }
+        for status in std::mem::take(&mut self.unsent) {
+            self.send(Body::StatusUpdate(pb::StatusUpdate {
+                status: Some(status),
+            }));
+        }
+    }
+
+    /// Flushes a few milliseconds from now, once for everything that happens until then.
+    fn flush_soon(&mut self, ctx: &mut Context<Self>) {
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.run_later(FLUSH_DELAY, |act, _| {
+                act.flush_scheduled = false;
+                act.flush();
+            });
+        }
     }
 
     fn send(&self, body: Body) {
@@ -213,7 +253,10 @@ impl AgentActor {
                 status: None,
             },
         );
-        self.checkpoint();
+        // Written with the next flush; a container started before that is found again by
+        // its labels if the agent dies in between.
+        self.dirty = true;
+        self.flush_soon(ctx);
         crate::http::METRICS.launch_started(&id);
         let containerizer = self.containerizer.clone();
         let framework_id = spec.framework_id.clone();
@@ -224,7 +267,7 @@ impl AgentActor {
                 .map_err(|e| (e, agent_id))
         }
         .into_actor(self)
-        .map(move |res, act, _| {
+        .map(move |res, act, ctx| {
             if let Err((e, agent_id)) = res {
                 tracing::warn!(task_id = %id, error = %e, "launch refused");
                 let (state, reason) = match e {
@@ -244,6 +287,7 @@ impl AgentActor {
                     update_id: crate::new_update_id(),
                     ..Default::default()
                 });
+                act.flush_soon(ctx);
             }
         })
         .spawn(ctx);
@@ -288,10 +332,11 @@ impl Actor for AgentActor {
 pub struct ContainerStatus(pub pb::TaskStatus);
 
 impl StreamHandler<ContainerStatus> for AgentActor {
-    fn handle(&mut self, msg: ContainerStatus, _: &mut Self::Context) {
+    fn handle(&mut self, msg: ContainerStatus, ctx: &mut Self::Context) {
         crate::http::METRICS.status(&msg.0);
-        tracing::info!(task_id = %msg.0.task_id, state = TaskState::try_from(msg.0.state).map(|s| s.as_str_name()).unwrap_or("?"), "task status");
+        tracing::debug!(task_id = %msg.0.task_id, state = TaskState::try_from(msg.0.state).map(|s| s.as_str_name()).unwrap_or("?"), "task status");
         self.record(msg.0);
+        self.flush_soon(ctx);
     }
 }
 
@@ -341,7 +386,12 @@ impl Handler<Registered> for AgentActor {
         tracing::info!(agent_id = %msg.agent_id, pending = self.pending.len(), "registered with the master");
         self.agent_id = Some(msg.agent_id);
         self.link = Some(msg.link);
-        // Everything not yet acknowledged goes again, in order.
+        // Everything not yet acknowledged goes again, in order, once it is checkpointed.
+        if self.dirty {
+            self.checkpoint();
+            self.dirty = false;
+        }
+        self.unsent.clear();
         let now = Instant::now();
         for p in self.pending.iter_mut() {
             p.next_retry = now;
@@ -432,7 +482,10 @@ impl Handler<FromMaster> for AgentActor {
                     if done {
                         self.tasks.remove(&ack.task_id);
                     }
-                    self.checkpoint();
+                    // Losing this to a crash only means resending an update the master
+                    // already has (it de-duplicates), so it waits for the next flush.
+                    self.dirty = true;
+                    self.flush_soon(ctx);
                 }
             }
             other => tracing::debug!(message = ?other, "message from master ignored"),

@@ -62,9 +62,11 @@ impl MasterProcess {
         let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
         let state = std::env::temp_dir().join(format!("corral-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&state);
+        // The master's own log filter, for looking into a benchmark (default: warnings).
+        let log = std::env::var("CORRAL_BENCH_MASTER_LOG").unwrap_or_else(|_| "warn".into());
         let mut args: Vec<String> = [
             "--log",
-            "warn",
+            &log,
             "master",
             "--http",
             "off",
@@ -296,6 +298,7 @@ pub fn placements(o: &PlacementsOpts) -> anyhow::Result<()> {
             R::Framework(f) => f.framework_id,
             other => return Err(anyhow!("unexpected answer from the master: {other:?}")),
         };
+        let mut next_report = 5;
         let running = loop {
             let f = match crate::client::request(
                 &client,
@@ -313,6 +316,18 @@ pub fn placements(o: &PlacementsOpts) -> anyhow::Result<()> {
                 .sum();
             if running >= o.tasks {
                 break start.elapsed();
+            }
+            if start.elapsed().as_secs() >= next_report {
+                next_report += 5;
+                eprintln!(
+                    "    {:>5.1} s: {running} running ({})",
+                    start.elapsed().as_secs_f64(),
+                    f.tasks
+                        .iter()
+                        .map(|c| format!("{} {}", c.count, c.state))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
             }
             if f.state != pb::FrameworkState::FrameworkActive as i32 {
                 return Err(anyhow!(

@@ -168,7 +168,7 @@ pub struct MasterOpts {
     pub allocator: Option<PathBuf>,
     /// How long one call of a framework's scheduler may run (raise it for frameworks with
     /// very many tasks).
-    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
     pub scheduler_budget: Duration,
 }
 

@@ -118,21 +118,23 @@ impl StreamHandler<Result<Body, TransportError>> for AgentSession {
                     update_id: status.update_id.clone(),
                 };
                 // Acknowledged only once the registry has applied it and it is durable.
-                self.registry
-                    .send(StatusFromAgent {
-                        agent_id: self.agent_id.clone(),
-                        status,
-                    })
-                    .into_actor(self)
-                    .map(move |res, _, _| {
-                        if res == Ok(true) {
-                            let _ = out.send(corral_wire::envelope(Body::StatusUpdateAck(ack)));
-                        }
-                    })
-                    // The registry handles updates in the order they are sent, and the
-                    // store makes them durable in that order: no need to wait for one
-                    // before reading the next.
-                    .spawn(ctx);
+                // `do_send` queues in order whatever the mailbox holds (a `send` to a
+                // full mailbox is queued when polled, which could reorder updates); the
+                // store makes them durable in that order, so the session reads on
+                // without waiting for one before the next.
+                let (durable, saved) = tokio::sync::oneshot::channel();
+                self.registry.do_send(StatusFromAgent {
+                    agent_id: self.agent_id.clone(),
+                    status,
+                    durable,
+                });
+                async move {
+                    if saved.await.is_ok() {
+                        let _ = out.send(corral_wire::envelope(Body::StatusUpdateAck(ack)));
+                    }
+                }
+                .into_actor(self)
+                .spawn(ctx);
             }
             Body::Ping(p) => {
                 let _ = self.out.send(corral_wire::envelope(Body::Pong(pb::Pong {

@@ -29,6 +29,10 @@ pub struct MasterConfig {
     pub scheduler_budget: Duration,
 }
 
+/// How long one scheduler call may run by default: enough for a view of tens of thousands
+/// of tasks, short enough to stop a runaway policy soon.
+pub const DEFAULT_SCHEDULER_BUDGET: Duration = Duration::from_millis(250);
+
 impl Default for MasterConfig {
     fn default() -> Self {
         Self {
@@ -40,7 +44,7 @@ impl Default for MasterConfig {
             http: Some(([127, 0, 0, 1], 5051).into()),
             allocation_interval: Duration::from_millis(250),
             allocator: None,
-            scheduler_budget: corral_policy::PolicyConfig::default().scheduler_budget,
+            scheduler_budget: DEFAULT_SCHEDULER_BUDGET,
         }
     }
 }

@@ -8,7 +8,10 @@
 //! overlap; changes that arrive during a call are folded into the next turn.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// The longest pause between a status-only turn and the next.
+const MAX_PAUSE: Duration = Duration::from_millis(100);
 
 use actix::prelude::*;
 use corral_policy::scheduler::{Decision, SchedulerView, TaskStatus};
@@ -44,10 +47,26 @@ impl FrameworkActor {
         let slot = self.slot.clone();
         let id = self.id.clone();
         async move {
+            // After a turn that only reported status updates, the next one waits as long
+            // as that call took (up to 100 ms): a burst of updates then costs a few calls
+            // over large views rather than one call per handful of updates.
+            let mut pause = Duration::ZERO;
             loop {
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+                let asked = Instant::now();
                 let Ok(Some(turn)) = registry.send(SchedulerTurn { id: id.clone() }).await else {
                     break;
                 };
+                tracing::debug!(
+                    framework = %id,
+                    tasks = turn.view.tasks.len(),
+                    updates = turn.updates.len(),
+                    offers = turn.view.offers.len(),
+                    view_ms = asked.elapsed().as_secs_f64() * 1000.0,
+                    "scheduler view"
+                );
                 let slot = slot.clone();
                 let Turn {
                     view,
@@ -55,6 +74,7 @@ impl FrameworkActor {
                     offer_ids,
                 } = turn;
                 let generation = view.generation;
+                let status_only = !updates.is_empty() && offer_ids.is_empty();
                 let start = Instant::now();
                 let result = tokio::task::spawn_blocking(move || {
                     if updates.is_empty() {
@@ -67,6 +87,16 @@ impl FrameworkActor {
                 .await
                 .unwrap_or_else(|e| Err(format!("the scheduler call did not complete: {e}")));
                 let took = start.elapsed();
+                pause = if status_only {
+                    took.min(MAX_PAUSE)
+                } else {
+                    Duration::ZERO
+                };
+                tracing::debug!(
+                    framework = %id,
+                    call_ms = took.as_secs_f64() * 1000.0,
+                    "scheduler turn"
+                );
                 let m = &crate::http::metrics::METRICS;
                 m.policy_calls.inc("scheduler");
                 m.policy_call_seconds

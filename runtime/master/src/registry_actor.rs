@@ -391,20 +391,22 @@ impl Handler<ListAgents> for RegistryActor {
 
 /// A status update from an agent's session; answered once it is applied.
 #[derive(Message)]
-#[rtype(result = "bool")]
+#[rtype(result = "()")]
 pub struct StatusFromAgent {
     /// The agent that sent it.
     pub agent_id: String,
     /// The update.
     pub status: pb::TaskStatus,
+    /// Fired once the update is durable.
+    pub durable: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Handler<StatusFromAgent> for RegistryActor {
-    type Result = ResponseFuture<bool>;
+    type Result = ();
 
-    /// Answers once the update is durable (`true`), so the session acknowledges it only
-    /// then; `false` when it could not be saved (the agent will send it again).
-    fn handle(&mut self, msg: StatusFromAgent, _: &mut Self::Context) -> Self::Result {
+    /// Fires `durable` once the update is saved, so the session acknowledges it only then;
+    /// when it cannot be saved, `durable` is dropped and the agent sends it again.
+    fn handle(&mut self, msg: StatusFromAgent, _: &mut Self::Context) {
         let mut status = msg.status;
         status.agent_id = msg.agent_id.clone();
         match self.tasks.apply(&status) {
@@ -430,9 +432,7 @@ impl Handler<StatusFromAgent> for RegistryActor {
             Applied::AlreadyTerminal => {}
         }
         // Even a duplicate waits for the commit queue: the first copy may not be durable yet.
-        let (done, durable) = tokio::sync::oneshot::channel();
-        self.flush(Some(crate::store::After::Durable(done)));
-        Box::pin(async move { durable.await.is_ok() })
+        self.flush(Some(crate::store::After::Durable(msg.durable)));
     }
 }
 
