@@ -243,13 +243,18 @@ fn a_master_killed_mid_batch_finishes_it_with_every_task_run_once() {
     let out = master.cli(&["policy", "list", "--json"]);
     let records: Vec<Value> = serde_json::from_slice(&out.stdout).expect("policy list json");
     let slot = format!("framework/{name}");
-    let mine: Vec<&Value> = records.iter().filter(|r| r["slot"] == slot.as_str()).collect();
+    let mine: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["slot"] == slot.as_str())
+        .collect();
     assert!(
-        mine.iter().any(|r| r["who"] != "restored" && r["state"] == "superseded"),
+        mine.iter()
+            .any(|r| r["who"] != "restored" && r["state"] == "superseded"),
         "the submit before the restart: {mine:?}"
     );
     assert!(
-        mine.iter().any(|r| r["who"] == "restored" && r["state"] == "active"),
+        mine.iter()
+            .any(|r| r["who"] == "restored" && r["state"] == "active"),
         "the scheduler loaded again: {mine:?}"
     );
     wait_for("the batch to complete", Duration::from_secs(120), || {
@@ -277,7 +282,9 @@ fn a_master_killed_mid_batch_finishes_it_with_every_task_run_once() {
         .output()
         .expect("docker ps");
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).split_whitespace().count(),
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .count(),
         50
     );
 }
@@ -315,7 +322,11 @@ fn draining_an_agent_moves_its_service_instances_before_the_deadline() {
         "spread puts instances on both agents"
     );
     let out = master.cli(&["agent", "drain", &drained, "--deadline", "60s"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(master.agent_state(&drained).as_deref(), Some("draining"));
     let took = wait_for(
         "the instances to move off the drained agent",
@@ -329,7 +340,9 @@ fn draining_an_agent_moves_its_service_instances_before_the_deadline() {
                     t["agent_id"] != drained.as_str()
                         || !matches!(
                             t["state"].as_str(),
-                            Some("TASK_RUNNING" | "TASK_STARTING" | "TASK_STAGING" | "TASK_KILLING")
+                            Some(
+                                "TASK_RUNNING" | "TASK_STARTING" | "TASK_STAGING" | "TASK_KILLING"
+                            )
                         )
                 })
         },
@@ -345,6 +358,10 @@ fn draining_an_agent_moves_its_service_instances_before_the_deadline() {
         "{tasks:?}"
     );
     let out = master.cli(&["agent", "undrain", &drained]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(master.agent_state(&drained).as_deref(), Some("active"));
 }

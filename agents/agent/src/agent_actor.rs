@@ -160,9 +160,21 @@ impl AgentActor {
     /// Updates that arrive together are written with one checkpoint and then sent in
     /// order ([`AgentActor::flush`]): the checkpoint is always written before an update
     /// leaves, but it is not rewritten for every one of a burst.
+    ///
+    /// A state that has not left yet is replaced by a newer one of the same task when the
+    /// older is not terminal (`TASK_STARTING` then `TASK_RUNNING` in one burst sends only
+    /// `TASK_RUNNING`): the master never saw the older, and the newer says more.
     fn record(&mut self, status: pb::TaskStatus) {
         if let Some(task) = self.tasks.get_mut(&status.task_id) {
             task.status = Some(status.clone());
+        }
+        if let Some(pos) = self.unsent.iter().rposition(|u| {
+            u.task_id == status.task_id
+                && !TaskState::try_from(u.state).is_ok_and(TaskState::is_terminal)
+        }) {
+            let superseded = self.unsent.remove(pos);
+            self.pending
+                .retain(|p| p.status.update_id != superseded.update_id);
         }
         self.pending.push_back(Pending {
             status: status.clone(),

@@ -20,6 +20,8 @@ pub struct AllocatorActor {
     registry: Addr<RegistryActor>,
     interval: Duration,
     in_cycle: bool,
+    /// A cycle was asked for while one ran: run another when it ends.
+    again: bool,
     cycles: u64,
 }
 
@@ -35,6 +37,7 @@ impl AllocatorActor {
             registry,
             interval,
             in_cycle: false,
+            again: false,
             cycles: 0,
         }
     }
@@ -66,9 +69,12 @@ impl AllocatorActor {
             Some((result, took))
         }
         .into_actor(self)
-        .map(|res, act, _| {
+        .map(|res, act, ctx| {
             act.in_cycle = false;
             act.cycles += 1;
+            if std::mem::take(&mut act.again) {
+                act.cycle(ctx);
+            }
             if let Some((result, took)) = &res {
                 let m = &crate::http::metrics::METRICS;
                 m.allocation_cycle.observe(took.as_secs_f64());
@@ -102,6 +108,24 @@ impl Actor for AllocatorActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(self.interval, |act, ctx| act.cycle(ctx));
+    }
+}
+
+/// Something changed that new offers could answer (a framework asked for resources, an
+/// agent joined): run a cycle now rather than at the next tick.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AllocateSoon;
+
+impl Handler<AllocateSoon> for AllocatorActor {
+    type Result = ();
+
+    fn handle(&mut self, _: AllocateSoon, ctx: &mut Self::Context) {
+        if self.in_cycle {
+            self.again = true;
+        } else {
+            self.cycle(ctx);
+        }
     }
 }
 

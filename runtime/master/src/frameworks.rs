@@ -182,7 +182,7 @@ mod tests {
         assert!(validate_role("prod.web").is_ok());
         assert!(validate_role(".x").is_err());
         assert!(validate_workload("count = 3\nimage = \"busybox\"\n").is_ok());
-        let err = validate_workload("count = \n").unwrap_err();
+        let err = validate_workload("count = \n").expect_err("a missing value is refused");
         assert!(err.contains("line 1"), "{err}");
     }
 }

@@ -132,6 +132,7 @@ impl Master {
             config.allocation_interval,
         )
         .start();
+        registry.do_send(registry_actor::UseAllocator(allocator.clone()));
         actix::spawn(server::accept_loop(
             endpoint.clone(),
             server::Services {

@@ -45,6 +45,8 @@ pub struct RegistryActor {
     /// Each task's launch order and workload generation.
     pub(crate) task_meta: HashMap<String, (u64, u32)>,
     pub(crate) next_seq: u64,
+    /// The allocator, told when new offers could be made at once.
+    pub(crate) allocator: Option<Addr<crate::allocator_actor::AllocatorActor>>,
     /// Policy swaps saved by earlier runs of the master, oldest first.
     pub(crate) past_policies: Vec<corral_policy::SwapRecord>,
     pub(crate) next_history: u64,
@@ -88,6 +90,7 @@ impl RegistryActor {
             next_seq: 0,
             past_policies: Vec::new(),
             next_history: 0,
+            allocator: None,
         }
     }
 
@@ -316,6 +319,7 @@ impl Handler<RegisterAgent> for RegistryActor {
             },
         );
         self.apply(vec![event]);
+        self.allocate_soon();
         self.reconcile(&id, msg.tasks);
         self.save_agent(&id);
         self.flush(None);
@@ -674,5 +678,27 @@ impl Handler<UndrainAgent> for RegistryActor {
         self.flush(None);
         tracing::info!(agent_id = %msg.agent_id, "agent no longer draining");
         Ok(())
+    }
+}
+
+impl RegistryActor {
+    /// Asks the allocator for a cycle now.
+    pub(crate) fn allocate_soon(&self) {
+        if let Some(a) = &self.allocator {
+            a.do_send(crate::allocator_actor::AllocateSoon);
+        }
+    }
+}
+
+/// Tells the registry its allocator.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UseAllocator(pub Addr<crate::allocator_actor::AllocatorActor>);
+
+impl Handler<UseAllocator> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: UseAllocator, _: &mut Self::Context) {
+        self.allocator = Some(msg.0);
     }
 }

@@ -359,6 +359,7 @@ impl RegistryActor {
         let mut launches = Vec::new();
         let mut kills = Vec::new();
         let mut end = None;
+        let wanted_before = (fw.suppressed, fw.wanted, fw.demand);
         for d in decisions {
             match d {
                 Decision::Launch(l) => {
@@ -400,6 +401,9 @@ impl RegistryActor {
             // A suppressed framework holds no offers.
             fw.offers.clear();
         }
+        let wants_more = !fw.suppressed
+            && fw.wanted > 0
+            && (fw.suppressed, fw.wanted, fw.demand) != wanted_before;
         let id = msg.id;
         for (offer, specs) in launches {
             self.launch(&id, offer, specs, msg.generation, now);
@@ -409,6 +413,8 @@ impl RegistryActor {
         }
         if let Some((state, message)) = end {
             self.end_framework(&id, state, message);
+        } else if wants_more {
+            self.allocate_soon();
         }
         self.save_framework(&id);
         self.flush(None);

@@ -39,6 +39,7 @@ pub enum StoreError {
 
 /// One record to write.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // Tasks are most of the records: boxing them costs more.
 pub enum Op {
     Task(pb::StoredTask),
     Framework(pb::StoredFramework),
@@ -54,6 +55,7 @@ pub enum Op {
 
 /// Something to do once a batch is durable.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // Launches are most of them.
 pub enum After {
     /// Send an envelope to an agent (a launch).
     Send(tokio_mpsc::UnboundedSender<pb::Envelope>, pb::Envelope),
@@ -241,6 +243,7 @@ fn writer(db: Database, path: PathBuf, rx: mpsc::Receiver<Batch>) {
     }
 }
 
+#[allow(clippy::result_large_err)] // One per commit, on the writer thread.
 fn commit(db: &Database, batches: &[Batch]) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;
     {
