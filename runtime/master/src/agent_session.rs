@@ -27,11 +27,14 @@ impl AgentSession {
         recv: FramedRecv,
     ) -> Addr<Self> {
         AgentSession::create(move |ctx| {
-            ctx.add_stream(futures::stream::unfold(recv, |mut recv| async move {
+            // The stream ends after its first error: a broken stream keeps failing, and
+            // must not be read again in a loop while the session closes.
+            ctx.add_stream(futures::stream::unfold(Some(recv), |recv| async move {
+                let mut recv = recv?;
                 match recv.recv().await {
-                    Ok(Some(body)) => Some((Ok(body), recv)),
+                    Ok(Some(body)) => Some((Ok(body), Some(recv))),
                     Ok(None) => None,
-                    Err(e) => Some((Err(e), recv)),
+                    Err(e) => Some((Err(e), None)),
                 }
             }));
             AgentSession {

@@ -58,11 +58,7 @@ pub fn server_endpoint(
     };
     // Connection ids are signed with a key from the same seed: a restarted master must
     // recognise its previous run's ids as its own to answer them with a reset.
-    let cid_key = u64::from_le_bytes(
-        reset_key.as_ref()[..8]
-            .try_into()
-            .unwrap_or([0u8; 8]),
-    );
+    let cid_key = u64::from_le_bytes(reset_key.as_ref()[..8].try_into().unwrap_or([0u8; 8]));
     let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key.as_ref());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -87,13 +83,8 @@ pub fn server_endpoint(
     endpoint_config.cid_generator(move || {
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
     });
-    quinn::Endpoint::new(
-        endpoint_config,
-        Some(config),
-        socket,
-        runtime,
-    )
-    .map_err(|source| TransportError::Bind { addr, source })
+    quinn::Endpoint::new(endpoint_config, Some(config), socket, runtime)
+        .map_err(|source| TransportError::Bind { addr, source })
 }
 
 /// A client endpoint that trusts only the CA in `ca_path`.
