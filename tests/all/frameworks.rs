@@ -12,9 +12,11 @@ use crate::harness::{
 
 /// A cluster: a master (agent timeout 2 s) and `n` Docker agents of 2 CPUs and 2 GB.
 struct Cluster {
+    // Dropped first: the cleanup reads the agents' ids from their state folders, which
+    // go when `agents` is dropped.
+    _cleanup: Vec<ContainerCleanup>,
     master: Master,
     agents: Vec<(Proc, TempDir)>,
-    _cleanup: Vec<ContainerCleanup>,
     files: TempDir,
 }
 
@@ -23,9 +25,9 @@ impl Cluster {
         crate::harness::require_docker();
         let master = Master::start(&["--agent-timeout", "2s", "--allocation-interval", "100ms"]);
         let mut cluster = Cluster {
+            _cleanup: Vec::new(),
             master,
             agents: Vec::new(),
-            _cleanup: Vec::new(),
             files: TempDir::new("fw-files"),
         };
         for _ in 0..n {
