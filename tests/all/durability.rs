@@ -208,8 +208,10 @@ fn a_master_killed_mid_batch_finishes_it_with_every_task_run_once() {
     crate::harness::require_docker();
     let mut master = Master::start(&["--allocation-interval", "100ms"]);
     let dirs = [TempDir::new("midbatch-a"), TempDir::new("midbatch-b")];
-    let _agents: Vec<_> = dirs.iter().map(|d| master.agent(&d.0, &[])).collect();
+    // Declared before the agents, so dropped after them: a live scheduler would replace
+    // the containers the cleanup removes.
     let _cleanup: Vec<_> = dirs.iter().map(|d| ContainerCleanup(d.0.clone())).collect();
+    let _agents: Vec<_> = dirs.iter().map(|d| master.agent(&d.0, &[])).collect();
     wait_for("the agents", Duration::from_secs(10), || {
         master.agents().len() == 2
     });
@@ -294,8 +296,10 @@ fn draining_an_agent_moves_its_service_instances_before_the_deadline() {
     crate::harness::require_docker();
     let master = Master::start(&["--allocation-interval", "100ms"]);
     let dirs = [TempDir::new("drain-a"), TempDir::new("drain-b")];
-    let _agents: Vec<_> = dirs.iter().map(|d| master.agent(&d.0, &[])).collect();
+    // Declared before the agents, so dropped after them: a live scheduler would replace
+    // the containers the cleanup removes.
     let _cleanup: Vec<_> = dirs.iter().map(|d| ContainerCleanup(d.0.clone())).collect();
+    let _agents: Vec<_> = dirs.iter().map(|d| master.agent(&d.0, &[])).collect();
     wait_for("the agents", Duration::from_secs(10), || {
         master.agents().len() == 2
     });

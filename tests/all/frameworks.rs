@@ -11,12 +11,13 @@ use crate::harness::{
 };
 
 /// A cluster: a master (agent timeout 2 s) and `n` Docker agents of 2 CPUs and 2 GB.
+/// Dropped in field order: the processes first (a live scheduler would replace removed
+/// containers), then their containers, then the state folders the cleanup reads ids from.
 struct Cluster {
-    // Dropped first: the cleanup reads the agents' ids from their state folders, which
-    // go when `agents` is dropped.
-    _cleanup: Vec<ContainerCleanup>,
     master: Master,
-    agents: Vec<(Proc, TempDir)>,
+    agents: Vec<Proc>,
+    _cleanup: Vec<ContainerCleanup>,
+    dirs: Vec<TempDir>,
     files: TempDir,
 }
 
@@ -25,9 +26,10 @@ impl Cluster {
         crate::harness::require_docker();
         let master = Master::start(&["--agent-timeout", "2s", "--allocation-interval", "100ms"]);
         let mut cluster = Cluster {
-            _cleanup: Vec::new(),
             master,
             agents: Vec::new(),
+            _cleanup: Vec::new(),
+            dirs: Vec::new(),
             files: TempDir::new("fw-files"),
         };
         for _ in 0..n {
@@ -44,14 +46,12 @@ impl Cluster {
         let dir = TempDir::new("fw-agent");
         let proc = self.master.agent(&dir.0, &["--cpus", cpus]);
         self._cleanup.push(ContainerCleanup(dir.0.clone()));
-        self.agents.push((proc, dir));
+        self.agents.push(proc);
+        self.dirs.push(dir);
     }
 
     fn agent_ids(&self) -> Vec<String> {
-        self.agents
-            .iter()
-            .filter_map(|(_, d)| agent_id(&d.0))
-            .collect()
+        self.dirs.iter().filter_map(|d| agent_id(&d.0)).collect()
     }
 
     /// Writes `text` to a file and returns its path.
@@ -239,9 +239,8 @@ fn service_keeps_its_instances_through_failures_and_rolls_updates() {
     );
 
     // An agent dies and stays dead: its instances are lost, and replaced on the other.
-    let (mut proc, dir) = cluster.agents.remove(0);
-    let dead = agent_id(&dir.0).expect("agent id");
-    proc.kill9();
+    let dead = agent_id(&cluster.dirs[0].0).expect("agent id");
+    cluster.agents[0].kill9();
     wait_for(
         "the dead agent's instances lost and replaced",
         Duration::from_secs(60),
@@ -265,7 +264,6 @@ fn service_keeps_its_instances_through_failures_and_rolls_updates() {
         "the dead agent's tasks are reported lost"
     );
     // Its containers outlive the agent process; they go with the test's cleanup.
-    cluster.agents.push((proc, dir));
 
     // A rolling update: one instance at a time, never fewer than 3 running.
     let path = cluster.file("v2.toml", &service_workload(3, "v2"));
