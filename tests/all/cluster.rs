@@ -27,6 +27,9 @@ fn three_agents_register_and_a_killed_one_comes_back_with_its_id() {
             .as_str()
             .is_some_and(|r| r.starts_with('r')));
     }
+    wait_for("the agents' id files", Duration::from_secs(10), || {
+        dirs.iter().all(|d| agent_id(&d.0).is_some())
+    });
     let ids: Vec<String> = dirs
         .iter()
         .map(|d| agent_id(&d.0).expect("agent kept its id"))

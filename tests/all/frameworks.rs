@@ -39,6 +39,7 @@ impl Cluster {
         wait_for("the agents", Duration::from_secs(15), || {
             master.agents().len() == n
         });
+        cluster.wait_for_ids();
         cluster
     }
 
@@ -48,6 +49,13 @@ impl Cluster {
         self._cleanup.push(ContainerCleanup(dir.0.clone()));
         self.agents.push(proc);
         self.dirs.push(dir);
+    }
+
+    /// Waits until every agent has written its id (just after the master lists it).
+    fn wait_for_ids(&self) {
+        wait_for("the agents' id files", Duration::from_secs(10), || {
+            self.dirs.iter().all(|d| agent_id(&d.0).is_some())
+        });
     }
 
     fn agent_ids(&self) -> Vec<String> {
@@ -421,6 +429,7 @@ fn frameworks_share_the_cluster_by_weight() {
     wait_for("a full cluster", Duration::from_secs(90), || {
         running_count(&cluster, &a) + running_count(&cluster, &b) == 12
     });
+    cluster.wait_for_ids();
     let (sa, sb) = (share(&cluster, &a), share(&cluster, &b));
     let task_share = 0.5 / 6.0;
     assert!(

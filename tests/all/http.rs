@@ -189,6 +189,11 @@ fn http_api_metrics_and_web_ui_against_a_running_cluster() {
             .as_array()
             .is_some_and(|a| a.len() == 1 && a[0]["state"] == "active")
     });
+    // The agent writes its id once the master's answer reaches it, just after the master
+    // lists it.
+    wait_for("the agent's id file", Duration::from_secs(10), || {
+        agent_id(&agent_dir.0).is_some()
+    });
     let id = agent_id(&agent_dir.0).expect("the agent keeps its id");
 
     // A long task, running before anything is asserted.
