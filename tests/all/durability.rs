@@ -332,7 +332,8 @@ fn draining_an_agent_moves_its_service_instances_before_the_deadline() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(master.agent_state(&drained).as_deref(), Some("draining"));
-    let took = wait_for(
+    // Within 55 s: before the 60 s deadline would kill what is left.
+    wait_for(
         "the instances to move off the drained agent",
         Duration::from_secs(55),
         || {
@@ -351,7 +352,6 @@ fn draining_an_agent_moves_its_service_instances_before_the_deadline() {
                 })
         },
     );
-    assert!(took < Duration::from_secs(60), "moved before the deadline");
     // Moved by the scheduler (killed after their replacements ran), not lost.
     let tasks = framework_tasks(&master, &name);
     assert!(

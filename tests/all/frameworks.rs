@@ -191,12 +191,13 @@ retries = 2
     )
 }
 
-/// Tasks launched and not ended, nor being killed.
+/// Whether a task is launched and not ended, nor being killed.
+fn is_live(t: &Value) -> bool {
+    matches!(state(t), "TASK_STAGING" | "TASK_STARTING" | "TASK_RUNNING")
+}
+
 fn live(tasks: &[Value]) -> Vec<&Value> {
-    tasks
-        .iter()
-        .filter(|t| matches!(state(t), "TASK_STAGING" | "TASK_STARTING" | "TASK_RUNNING"))
-        .collect()
+    tasks.iter().filter(|t| is_live(t)).collect()
 }
 
 fn docker_kill(container: &str) {
@@ -316,10 +317,7 @@ fn service_keeps_its_instances_through_failures_and_rolls_updates() {
             .count();
         let old_live = tasks
             .iter()
-            .filter(|t| {
-                generation(t) == 1
-                    && (live(&[(*t).clone()]).len() == 1 || state(t) == "TASK_KILLING")
-            })
+            .filter(|t| generation(t) == 1 && (is_live(t) || state(t) == "TASK_KILLING"))
             .count();
         old_killed >= 3 && old_live == 0
     });

@@ -11,8 +11,13 @@ use crate::opts::ClientOpts;
 /// Sends one request and returns the master's answer, or a one-line error saying where it
 /// tried.
 pub fn request(opts: &ClientOpts, kind: Kind) -> anyhow::Result<R> {
+    request_many(opts, vec![kind])
+}
+
+/// Sends several requests on one stream and returns the master's one answer.
+fn request_many(opts: &ClientOpts, kinds: Vec<Kind>) -> anyhow::Result<R> {
     let mut answer = None;
-    stream(opts, kind, |body| {
+    stream_many(opts, kinds, |body| {
         answer = Some(body);
         Ok(false)
     })?;
@@ -110,19 +115,7 @@ pub fn upload(opts: &ClientOpts, header: Kind, bytes: &[u8]) -> anyhow::Result<R
             last: i + 1 == n,
         }));
     }
-    let mut answer = None;
-    stream_many(opts, kinds, |body| {
-        answer = Some(body);
-        Ok(false)
-    })?;
-    match answer {
-        Some(Body::Response(pb::Response {
-            kind: Some(R::Error(e)),
-        }))
-        | Some(Body::Error(e)) => Err(anyhow!("{} ({})", e.message, e.code)),
-        Some(Body::Response(pb::Response { kind: Some(kind) })) => Ok(kind),
-        _ => Err(anyhow!("the master at {} sent no answer", opts.master)),
-    }
+    request_many(opts, kinds)
 }
 
 /// Reads a policy component: a file, or the name of one built into `corral`.

@@ -177,7 +177,8 @@ fn show(f: &pb::FrameworkInfo, tasks: &[pb::TaskInfo]) -> String {
     out
 }
 
-fn wait_ended(
+/// Waits until the framework `name` (or id) has ended; an error after `timeout`.
+pub(crate) fn wait_ended(
     client: &ClientOpts,
     name: &str,
     timeout: Duration,

@@ -607,25 +607,7 @@ async fn run_hello(
             R::Framework(f) => f.framework_id,
             other => anyhow::bail!("unexpected answer from the master: {other:?}"),
         };
-        let deadline = std::time::Instant::now() + Duration::from_secs(600);
-        loop {
-            let list = match crate::client::request(
-                &client,
-                Kind::ListFrameworks(pb::ListFrameworks { name: id.clone() }),
-            )? {
-                R::Frameworks(l) => l.frameworks,
-                other => anyhow::bail!("unexpected answer from the master: {other:?}"),
-            };
-            if let Some(f) = list.into_iter().next() {
-                if f.state != pb::FrameworkState::FrameworkActive as i32 {
-                    return Ok(f);
-                }
-            }
-            if std::time::Instant::now() > deadline {
-                anyhow::bail!("hello is still running after 10 minutes");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        crate::framework::wait_ended(&client, &id, Duration::from_secs(600))
     })
     .await
     .context("the hello example's thread failed")??;

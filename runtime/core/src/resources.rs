@@ -48,6 +48,37 @@ impl Resources {
         }
     }
 
+    /// `self - other`, each quantity saturating at zero, and `self`'s ports without
+    /// `other`'s.
+    pub fn saturating_sub(&self, other: &Resources) -> Resources {
+        let mut ports = self.ports.clone();
+        for &(bb, be) in &other.ports {
+            ports = ports
+                .into_iter()
+                .flat_map(|(ab, ae)| {
+                    let mut left = Vec::with_capacity(2);
+                    if ae < bb || be < ab {
+                        left.push((ab, ae));
+                    } else {
+                        if ab < bb {
+                            left.push((ab, bb - 1));
+                        }
+                        if be < ae {
+                            left.push((be + 1, ae));
+                        }
+                    }
+                    left
+                })
+                .collect();
+        }
+        Resources {
+            cpus_milli: self.cpus_milli.saturating_sub(other.cpus_milli),
+            mem_mb: self.mem_mb.saturating_sub(other.mem_mb),
+            disk_mb: self.disk_mb.saturating_sub(other.disk_mb),
+            ports,
+        }
+    }
+
     /// `self - other`, or `None` when `other` does not fit in `self`.
     pub fn checked_sub(&self, other: &Resources) -> Option<Resources> {
         if !self.contains(other) {
@@ -180,5 +211,24 @@ mod tests {
                 None => prop_assert!(uc > c || um > m),
             }
         }
+    }
+    #[test]
+    fn saturating_sub_removes_ports() {
+        let a = Resources {
+            cpus_milli: 1000,
+            mem_mb: 100,
+            disk_mb: 0,
+            ports: vec![(31000, 31010)],
+        };
+        let b = Resources {
+            cpus_milli: 2000,
+            mem_mb: 50,
+            disk_mb: 0,
+            ports: vec![(31005, 31005), (40000, 40000)],
+        };
+        let d = a.saturating_sub(&b);
+        assert_eq!(d.cpus_milli, 0);
+        assert_eq!(d.mem_mb, 50);
+        assert_eq!(d.ports, vec![(31000, 31004), (31006, 31010)]);
     }
 }

@@ -1,7 +1,7 @@
 //! The registry's frameworks: allocation views and offers, scheduler turns and their
 //! decisions, and the framework lifecycle (submit, update, kill, complete, fail).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -58,12 +58,26 @@ impl RegistryActor {
 
     /// What an agent has neither running nor offered.
     pub(crate) fn free_on(&self, agent_id: &str) -> Resources {
+        self.free_given(agent_id, &self.offered_on(agent_id))
+    }
+
+    /// What an agent has neither running nor in `offered`.
+    fn free_given(&self, agent_id: &str, offered: &Resources) -> Resources {
         let Some(a) = self.agents.get(agent_id) else {
             return Resources::default();
         };
-        let offered = self.offered_on(agent_id);
-        let used = a.used.add(&offered);
-        saturating_sub(&a.total, &used)
+        a.total.saturating_sub(&a.used.add(offered))
+    }
+
+    /// The resources of outstanding offers, by agent: one pass over every offer, for the
+    /// allocation cycle's many lookups.
+    fn offered_by_agent(&self) -> HashMap<String, Resources> {
+        let mut by_agent: HashMap<String, Resources> = HashMap::new();
+        for o in self.frameworks.values().flat_map(|f| f.offers.values()) {
+            let r = by_agent.entry(o.agent_id.clone()).or_default();
+            *r = r.add(&o.resources);
+        }
+        by_agent
     }
 
     /// Hands a task's new status to its framework's scheduler.
@@ -127,6 +141,7 @@ impl RegistryActor {
         let mut agents = Vec::new();
         let mut agent_ids = Vec::new();
         let mut agent_index = BTreeMap::new();
+        let offered = self.offered_by_agent();
         let schedulable: Vec<String> = self
             .agents
             .iter()
@@ -142,7 +157,10 @@ impl RegistryActor {
                 continue;
             }
             agent_index.insert(id.clone(), agent_ids.len() as u32);
-            agents.push(scalar(&self.free_on(&id)));
+            let none = Resources::default();
+            agents.push(scalar(
+                &self.free_given(&id, offered.get(&id).unwrap_or(&none)),
+            ));
             agent_ids.push(id);
         }
         let mut roles = Vec::new();
@@ -202,6 +220,7 @@ impl RegistryActor {
     /// view was built (an agent lost, a framework ended, resources taken) drops the offer.
     pub(crate) fn apply_offers(&mut self, offers: Vec<view::Offer>) {
         let mut poked = HashSet::new();
+        let mut offered = self.offered_by_agent();
         for o in offers {
             let (Some(agent_id), Some(fw_id)) = (
                 self.cycle.0.get(o.agent as usize).cloned(),
@@ -218,7 +237,10 @@ impl RegistryActor {
             if !usable {
                 continue;
             }
-            let free = self.free_on(&agent_id);
+            let free = self.free_given(
+                &agent_id,
+                offered.get(&agent_id).unwrap_or(&Resources::default()),
+            );
             let want = Resources {
                 cpus_milli: o.resources.cpus_milli,
                 mem_mb: o.resources.mem_mb,
@@ -236,6 +258,8 @@ impl RegistryActor {
                 continue;
             }
             self.next_offer += 1;
+            let on_agent = offered.entry(agent_id.clone()).or_default();
+            *on_agent = on_agent.add(&want);
             fw.offers.insert(
                 self.next_offer,
                 OfferEntry {
@@ -456,11 +480,20 @@ impl RegistryActor {
                 key: GENERATION_LABEL.into(),
                 value: generation.to_string(),
             });
-            if self.tasks.contains(&spec.task_id) {
-                // Ids are checked against the framework's tasks by the host; a clash with
-                // another framework's task is caught here.
+            // Ids are checked against the framework's tasks by the host; a clash with
+            // another framework's task is caught here.
+            let refusal = if self.tasks.contains(&spec.task_id) {
                 let message = format!("task id {} is already used in the cluster", spec.task_id);
                 spec.task_id = format!("{}.dup-{:08x}", spec.task_id, rand::random::<u32>());
+                Some(message)
+            } else if !assign_ports(&mut spec, &remaining) {
+                Some("port_mappings: the offer has too few free ports".to_owned())
+            } else {
+                corral_containerizer::validate_spec(&spec, &capacity(&remaining))
+                    .err()
+                    .map(|e| e.to_string())
+            };
+            if let Some(message) = refusal {
                 self.record_failed_launch(
                     fw_id,
                     spec,
@@ -473,34 +506,8 @@ impl RegistryActor {
                 );
                 continue;
             }
-            if !assign_ports(&mut spec, &remaining) {
-                self.record_failed_launch(
-                    fw_id,
-                    spec,
-                    &agent_id,
-                    pb::TaskState::TaskError,
-                    pb::TaskReason::ReasonInvalidSpec,
-                    "port_mappings: the offer has too few free ports".into(),
-                    generation,
-                    now,
-                );
-                continue;
-            }
-            if let Err(e) = corral_containerizer::validate_spec(&spec, &capacity(&remaining)) {
-                self.record_failed_launch(
-                    fw_id,
-                    spec,
-                    &agent_id,
-                    pb::TaskState::TaskError,
-                    pb::TaskReason::ReasonInvalidSpec,
-                    e.to_string(),
-                    generation,
-                    now,
-                );
-                continue;
-            }
             let need = spec_resources(&spec);
-            remaining = saturating_sub(&remaining, &need);
+            remaining = remaining.saturating_sub(&need);
             if let Some(a) = self.agents.get_mut(&agent_id) {
                 a.used = a.used.add(&need);
             }
@@ -703,36 +710,6 @@ impl RegistryActor {
                 return id;
             }
         }
-    }
-}
-
-/// `a - b`, each quantity saturating at zero, and `a`'s ports without `b`'s.
-pub(crate) fn saturating_sub(a: &Resources, b: &Resources) -> Resources {
-    let mut ports = a.ports.clone();
-    for &(bb, be) in &b.ports {
-        ports = ports
-            .into_iter()
-            .flat_map(|(ab, ae)| {
-                let mut left = Vec::with_capacity(2);
-                if ae < bb || be < ab {
-                    left.push((ab, ae));
-                } else {
-                    if ab < bb {
-                        left.push((ab, bb - 1));
-                    }
-                    if be < ae {
-                        left.push((be + 1, ae));
-                    }
-                }
-                left
-            })
-            .collect();
-    }
-    Resources {
-        cpus_milli: a.cpus_milli.saturating_sub(b.cpus_milli),
-        mem_mb: a.mem_mb.saturating_sub(b.mem_mb),
-        disk_mb: a.disk_mb.saturating_sub(b.disk_mb),
-        ports,
     }
 }
 
@@ -1033,26 +1010,6 @@ impl Handler<SchedulerHistories> for RegistryActor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn saturating_sub_removes_ports() {
-        let a = Resources {
-            cpus_milli: 1000,
-            mem_mb: 100,
-            disk_mb: 0,
-            ports: vec![(31000, 31010)],
-        };
-        let b = Resources {
-            cpus_milli: 2000,
-            mem_mb: 50,
-            disk_mb: 0,
-            ports: vec![(31005, 31005), (40000, 40000)],
-        };
-        let d = saturating_sub(&a, &b);
-        assert_eq!(d.cpus_milli, 0);
-        assert_eq!(d.mem_mb, 50);
-        assert_eq!(d.ports, vec![(31000, 31004), (31006, 31010)]);
-    }
 
     #[test]
     fn default_role_is_valid() {
