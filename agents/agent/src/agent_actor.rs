@@ -23,8 +23,12 @@ const ID_FILE: &str = "agent_id";
 const CHECKPOINT_FILE: &str = "checkpoint.pb";
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
-/// How long status updates and acknowledgements gather before one checkpoint covers them.
+/// How long status updates gather before one checkpoint covers them.
 const FLUSH_DELAY: Duration = Duration::from_millis(2);
+/// How long acknowledgements may wait before the checkpoint drops their updates. Losing
+/// them to a crash only means resending updates the master already has (it de-duplicates),
+/// so they ride along with the next flush of updates, or are written after this delay.
+const ACK_FLUSH_DELAY: Duration = Duration::from_millis(500);
 
 struct Pending {
     status: pb::TaskStatus,
@@ -47,6 +51,11 @@ pub struct AgentActor {
     /// The checkpoint is behind the agent's state.
     dirty: bool,
     flush_scheduled: bool,
+    /// The checkpoint still holds updates the master has acknowledged since.
+    acked: bool,
+    ack_flush_scheduled: bool,
+    /// The size of the last checkpoint written, to size the next one's buffer.
+    checkpoint_len: usize,
 }
 
 impl AgentActor {
@@ -111,6 +120,9 @@ impl AgentActor {
             unsent: Vec::new(),
             dirty: false,
             flush_scheduled: false,
+            acked: false,
+            ack_flush_scheduled: false,
+            checkpoint_len: 0,
         };
         if let Some(id) = actor.agent_id.clone() {
             match actor.containerizer.recover(&id).await {
@@ -151,7 +163,6 @@ impl AgentActor {
         // Not connected yet: the recorded updates go out as pending ones on registration.
         self.unsent.clear();
         self.checkpoint();
-        self.dirty = false;
     }
 
     /// Records a status: the task's latest state, a pending update, the checkpoint; then
@@ -173,8 +184,13 @@ impl AgentActor {
                 && !TaskState::try_from(u.state).is_ok_and(TaskState::is_terminal)
         }) {
             let superseded = self.unsent.remove(pos);
-            self.pending
-                .retain(|p| p.status.update_id != superseded.update_id);
+            if let Some(i) = self
+                .pending
+                .iter()
+                .rposition(|p| p.status.update_id == superseded.update_id)
+            {
+                self.pending.remove(i);
+            }
         }
         self.pending.push_back(Pending {
             status: status.clone(),
@@ -190,7 +206,6 @@ impl AgentActor {
     fn flush(&mut self) {
         if self.dirty {
             self.checkpoint();
-            self.dirty = false;
         }
         for status in std::mem::take(&mut self.unsent) {
             self.send(Body::StatusUpdate(pb::StatusUpdate {
@@ -200,6 +215,20 @@ impl AgentActor {
     }
 
     /// Flushes a few milliseconds from now, once for everything that happens until then.
+    /// Drops acknowledged updates from the checkpoint within [`ACK_FLUSH_DELAY`], unless a
+    /// flush of updates does it first.
+    fn flush_acks_later(&mut self, ctx: &mut Context<Self>) {
+        if !self.ack_flush_scheduled {
+            self.ack_flush_scheduled = true;
+            ctx.run_later(ACK_FLUSH_DELAY, |act, _| {
+                act.ack_flush_scheduled = false;
+                if act.acked {
+                    act.checkpoint();
+                }
+            });
+        }
+    }
+
     fn flush_soon(&mut self, ctx: &mut Context<Self>) {
         if !self.flush_scheduled {
             self.flush_scheduled = true;
@@ -216,15 +245,22 @@ impl AgentActor {
         }
     }
 
-    fn checkpoint(&self) {
-        let cp = pb::AgentCheckpoint {
-            tasks: self.tasks.values().cloned().collect(),
-            pending_updates: self.pending.iter().map(|p| p.status.clone()).collect(),
-        };
+    /// Writes `checkpoint.pb`: an `AgentCheckpoint` of every task and every pending update,
+    /// encoded field by field from the agent's own records (no copy of them is made).
+    fn checkpoint(&mut self) {
+        self.dirty = false;
+        self.acked = false;
+        let mut buf = Vec::with_capacity(self.checkpoint_len + self.checkpoint_len / 4);
+        for task in self.tasks.values() {
+            prost::encoding::message::encode(1, task, &mut buf);
+        }
+        for p in &self.pending {
+            prost::encoding::message::encode(2, &p.status, &mut buf);
+        }
+        self.checkpoint_len = buf.len();
         let path = self.state_dir.join(CHECKPOINT_FILE);
         let tmp = path.with_extension("tmp");
-        let written =
-            std::fs::write(&tmp, cp.encode_to_vec()).and_then(|()| std::fs::rename(&tmp, &path));
+        let written = std::fs::write(&tmp, &buf).and_then(|()| std::fs::rename(&tmp, &path));
         if let Err(e) = written {
             tracing::error!(path = %path.display(), error = %e, "cannot write checkpoint");
         }
@@ -399,9 +435,8 @@ impl Handler<Registered> for AgentActor {
         self.agent_id = Some(msg.agent_id);
         self.link = Some(msg.link);
         // Everything not yet acknowledged goes again, in order, once it is checkpointed.
-        if self.dirty {
+        if self.dirty || self.acked {
             self.checkpoint();
-            self.dirty = false;
         }
         self.unsent.clear();
         let now = Instant::now();
@@ -481,9 +516,16 @@ impl Handler<FromMaster> for AgentActor {
                 );
             }
             Body::StatusUpdateAck(ack) => {
-                let before = self.pending.len();
-                self.pending.retain(|p| p.status.update_id != ack.update_id);
-                if self.pending.len() != before {
+                // Acknowledgements come in the order updates were sent: the oldest first.
+                let found = match self.pending.front() {
+                    Some(p) if p.status.update_id == ack.update_id => self.pending.pop_front(),
+                    _ => self
+                        .pending
+                        .iter()
+                        .position(|p| p.status.update_id == ack.update_id)
+                        .and_then(|i| self.pending.remove(i)),
+                };
+                if found.is_some() {
                     // A task whose terminal update is acknowledged is done with.
                     let done = self.tasks.get(&ack.task_id).is_some_and(|t| {
                         t.status.as_ref().is_some_and(|s| {
@@ -494,10 +536,8 @@ impl Handler<FromMaster> for AgentActor {
                     if done {
                         self.tasks.remove(&ack.task_id);
                     }
-                    // Losing this to a crash only means resending an update the master
-                    // already has (it de-duplicates), so it waits for the next flush.
-                    self.dirty = true;
-                    self.flush_soon(ctx);
+                    self.acked = true;
+                    self.flush_acks_later(ctx);
                 }
             }
             other => tracing::debug!(message = ?other, "message from master ignored"),

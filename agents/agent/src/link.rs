@@ -48,6 +48,9 @@ impl Backoff {
     }
 }
 
+/// Heartbeats without a packet from the master after which the link is given up.
+const SILENT_HEARTBEATS: u64 = 3;
+
 /// Runs the link until the actor stops.
 pub async fn run(endpoint: quinn::Endpoint, actor: Addr<AgentActor>, config: AgentConfig) {
     let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
@@ -98,9 +101,26 @@ async fn session(
     let mut ticker = tokio::time::interval(Duration::from_millis(interval));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sequence = 0u64;
+    // Every heartbeat makes the master's QUIC stack answer within milliseconds (an
+    // acknowledgement), however busy its registry is. A master that answers nothing for
+    // SILENT_HEARTBEATS heartbeats is gone: a master killed and restarted on the same
+    // address would otherwise be noticed only when a packet of this connection reaches the
+    // new one, which can take the whole idle timeout after packets were lost while it was
+    // down.
+    let silent_limit = Duration::from_millis(interval * SILENT_HEARTBEATS);
+    let mut heard = (conn.stats().udp_rx.datagrams, tokio::time::Instant::now());
     let result = loop {
         tokio::select! {
             _ = ticker.tick() => {
+                let received = conn.stats().udp_rx.datagrams;
+                if received != heard.0 {
+                    heard = (received, tokio::time::Instant::now());
+                } else if heard.1.elapsed() >= silent_limit {
+                    break Err(TransportError::Silent {
+                        addr: config.master,
+                        silent_ms: heard.1.elapsed().as_millis() as u64,
+                    });
+                }
                 sequence += 1;
                 if let Err(e) = send.send_body(Body::Heartbeat(pb::Heartbeat { agent_id: agent_id.clone(), sequence })).await {
                     break Err(e);

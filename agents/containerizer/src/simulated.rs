@@ -159,6 +159,18 @@ impl Inner {
                 None,
             )
             .await;
+            if wait.is_zero() {
+                // No time in this state: the next report follows at once (an agent then
+                // sends only the latest), unless a kill came first.
+                match kill_rx.try_recv() {
+                    Ok(grace) => {
+                        killed = Some(grace);
+                        break;
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) => continue,
+                    Err(oneshot::error::TryRecvError::Closed) => return,
+                }
+            }
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 grace = &mut kill_rx => {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The longest pause between a status-only turn and the next.
-const MAX_PAUSE: Duration = Duration::from_millis(100);
+const MAX_PAUSE: Duration = Duration::from_millis(200);
 
 use actix::prelude::*;
 use corral_policy::scheduler::{Decision, SchedulerView, TaskStatus};
@@ -47,9 +47,9 @@ impl FrameworkActor {
         let slot = self.slot.clone();
         let id = self.id.clone();
         async move {
-            // After a turn that only reported status updates, the next one waits as long
-            // as that call took (up to 100 ms): a burst of updates then costs a few calls
-            // over large views rather than one call per handful of updates.
+            // After a turn that only reported status updates, the next one waits twice as
+            // long as that turn took (up to 200 ms): a burst of updates then costs a few
+            // calls over large views rather than one call per handful of updates.
             let mut pause = Duration::ZERO;
             loop {
                 if !pause.is_zero() {
@@ -74,21 +74,24 @@ impl FrameworkActor {
                     offer_ids,
                 } = turn;
                 let generation = view.generation;
+                let view = Arc::new(view);
                 let status_only = !updates.is_empty() && offer_ids.is_empty();
                 let start = Instant::now();
                 let result = tokio::task::spawn_blocking(move || {
                     if updates.is_empty() {
-                        slot.schedule(&view)
+                        slot.schedule_shared(view)
                     } else {
-                        slot.status(&view, &updates)
+                        slot.status_shared(view, &updates)
                     }
                     .map_err(|e| e.to_string())
                 })
                 .await
                 .unwrap_or_else(|e| Err(format!("the scheduler call did not complete: {e}")));
                 let took = start.elapsed();
+                // The turn's cost (its view, then the call) decides the pause: twice
+                // that, so status-only turns take at most a third of the time.
                 pause = if status_only {
-                    took.min(MAX_PAUSE)
+                    (asked.elapsed() * 2).min(MAX_PAUSE)
                 } else {
                     Duration::ZERO
                 };

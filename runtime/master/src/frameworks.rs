@@ -79,6 +79,11 @@ pub struct Framework {
     pub updates: Vec<pb::TaskStatus>,
     /// Its tasks' ids, in launch order, with the workload generation they were launched under.
     pub tasks: Vec<(String, u32)>,
+    /// Its scheduler's records of `tasks`, in the same order, kept up to date as tasks
+    /// change (a turn copies them instead of building 10,000 records afresh).
+    pub view_tasks: Vec<corral_policy::scheduler::Task>,
+    /// Task id → index in `view_tasks`.
+    pub view_index: HashMap<String, usize>,
     pub calls: u64,
     pub errors: u64,
     pub last_error: String,

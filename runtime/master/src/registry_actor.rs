@@ -421,8 +421,13 @@ impl Handler<StatusFromAgent> for RegistryActor {
                     state = pb::TaskState::try_from(status.state).map(|s| s.as_str_name()).unwrap_or("?"),
                     "task status"
                 );
-                if released.is_some() {
-                    self.recompute_used(&agent_id);
+                // A task's resources were added to its agent's use at launch (its ports
+                // are its own), so an ended task's come off the same way: no pass over
+                // the agent's other tasks.
+                if let Some(released) = released {
+                    if let Some(a) = self.agents.get_mut(&agent_id) {
+                        a.used = a.used.saturating_sub(&released);
+                    }
                 }
                 self.save_task(&status.task_id);
                 self.task_changed(&status);

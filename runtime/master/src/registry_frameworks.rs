@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use corral_core::agents::AgentState;
-use corral_core::tasks::spec_resources;
+use corral_core::tasks::{spec_resources, Tasks};
 use corral_core::{view, Resources};
 use corral_policy::scheduler::{self as wit, Decision, SchedulerView};
 use corral_policy::{SchedulerSlot, SwapRecord};
@@ -89,10 +89,58 @@ impl RegistryActor {
         else {
             return;
         };
+        self.refresh_view_task(&fw_id, &status.task_id);
         if let Some(fw) = self.frameworks.get_mut(&fw_id) {
             if fw.is_active() {
                 fw.updates.push(status.clone());
                 poke(fw);
+            }
+        }
+    }
+
+    /// The scheduler's record of a task as the registry holds it now.
+    fn view_task(tasks: &Tasks, task_id: &str, generation: u32) -> Option<wit::Task> {
+        let t = tasks.get(task_id)?;
+        Some(wit::Task {
+            task_id: task_id.to_owned(),
+            name: t.spec.name.clone(),
+            agent_id: t.agent_id.clone(),
+            state: convert::state_to_wit(t.status.state),
+            reason: convert::reason_to_wit(t.status.reason),
+            message: t.status.message.clone(),
+            exit_code: t.status.exit_code,
+            healthy: t.status.healthy,
+            generation,
+            resources: convert::resources_to_wit(&t.resources),
+        })
+    }
+
+    /// Brings the framework's record of `task_id` up to date (adding it after a launch).
+    pub(crate) fn refresh_view_task(&mut self, fw_id: &str, task_id: &str) {
+        let Some(fw) = self.frameworks.get_mut(fw_id) else {
+            return;
+        };
+        match fw.view_index.get(task_id) {
+            Some(&i) => {
+                let generation = fw.view_tasks[i].generation;
+                if let Some(t) = Self::view_task(&self.tasks, task_id, generation) {
+                    fw.view_tasks[i] = t;
+                }
+            }
+            None => {
+                // New tasks are appended to `fw.tasks` before this is called, so records
+                // keep launch order; anything else is caught by the rebuild in `turn`.
+                if fw.view_tasks.len() + 1 != fw.tasks.len()
+                    || fw.tasks.last().map(|(id, _)| id.as_str()) != Some(task_id)
+                {
+                    return;
+                }
+                let generation = fw.tasks.last().map(|(_, g)| *g).unwrap_or(0);
+                if let Some(t) = Self::view_task(&self.tasks, task_id, generation) {
+                    fw.view_index
+                        .insert(task_id.to_owned(), fw.view_tasks.len());
+                    fw.view_tasks.push(t);
+                }
             }
         }
     }
@@ -170,6 +218,7 @@ impl RegistryActor {
         let mut filters = Vec::new();
         for fw in self.frameworks.values_mut().filter(|f| f.is_active()) {
             fw.expire_filters(now);
+            ensure_view_tasks(&self.tasks, fw);
         }
         for fw in self.frameworks.values().filter(|f| f.is_active()) {
             let role = *role_index.entry(fw.role.clone()).or_insert_with(|| {
@@ -178,14 +227,17 @@ impl RegistryActor {
                 });
                 roles.len() as u32 - 1
             });
-            let mut allocated = scalar(&fw.offered());
-            for (task_id, _) in &fw.tasks {
-                if let Some(t) = self.tasks.get(task_id) {
-                    if !t.state().is_terminal() {
-                        allocated = allocated.saturating_add(&scalar(&t.resources));
-                    }
-                }
-            }
+            let allocated = fw
+                .view_tasks
+                .iter()
+                .filter(|t| !wit::is_terminal(t.state))
+                .fold(scalar(&fw.offered()), |acc, t| {
+                    acc.saturating_add(&view::Resources::new(
+                        t.resources.cpus_milli,
+                        t.resources.mem_mb,
+                        t.resources.disk_mb,
+                    ))
+                });
             let index = frameworks.len() as u32;
             for (agent_id, until) in &fw.filters {
                 if let Some(&agent) = agent_index.get(agent_id) {
@@ -312,24 +364,8 @@ impl RegistryActor {
                     .collect(),
             });
         }
-        let mut tasks = Vec::with_capacity(fw.tasks.len());
-        for (task_id, generation) in &fw.tasks {
-            let Some(t) = self.tasks.get(task_id) else {
-                continue;
-            };
-            tasks.push(wit::Task {
-                task_id: task_id.clone(),
-                name: t.spec.name.clone(),
-                agent_id: t.agent_id.clone(),
-                state: convert::state_to_wit(t.status.state),
-                reason: convert::reason_to_wit(t.status.reason),
-                message: t.status.message.clone(),
-                exit_code: t.status.exit_code,
-                healthy: t.status.healthy,
-                generation: *generation,
-                resources: convert::resources_to_wit(&t.resources),
-            });
-        }
+        ensure_view_tasks(&self.tasks, fw);
+        let tasks = fw.view_tasks.clone();
         let view = SchedulerView {
             now_ms: now,
             framework_id: fw.id.clone(),
@@ -431,6 +467,9 @@ impl RegistryActor {
         let id = msg.id;
         for (offer, specs) in launches {
             self.launch(&id, offer, specs, msg.generation, now);
+            // One commit queue entry per offer: the store writes the first offers' tasks
+            // (and sends them) while the registry goes on with the rest.
+            self.flush(None);
         }
         for task_id in kills {
             self.send_kill(&task_id);
@@ -527,6 +566,7 @@ impl RegistryActor {
             if let Some(fw) = self.frameworks.get_mut(fw_id) {
                 fw.tasks.push((task_id.clone(), generation));
             }
+            self.refresh_view_task(fw_id, &task_id);
             crate::http::metrics::METRICS.launches.inc();
             tracing::debug!(task_id = %task_id, agent_id = %agent_id, framework = %fw_id, "task launched");
         }
@@ -564,6 +604,7 @@ impl RegistryActor {
         if let Some(fw) = self.frameworks.get_mut(fw_id) {
             fw.tasks.push((task_id, generation));
         }
+        // Adds the framework's record of it, and tells its scheduler.
         self.task_changed(&status);
     }
 
@@ -618,16 +659,23 @@ impl RegistryActor {
 
     /// The wire form of a framework.
     pub(crate) fn framework_info(&self, fw: &Framework) -> pb::FrameworkInfo {
-        let mut counts: BTreeMap<&'static str, u32> = BTreeMap::new();
+        // Counted by the state's number (a pass over every task of the framework, so no
+        // string compares in it), then named.
+        let mut by_state: HashMap<pb::TaskState, u32> = HashMap::new();
         let mut allocated = fw.offered();
         for (task_id, _) in &fw.tasks {
             if let Some(t) = self.tasks.get(task_id) {
-                *counts.entry(t.state().as_str_name()).or_default() += 1;
-                if !t.state().is_terminal() {
+                let state = t.state();
+                *by_state.entry(state).or_default() += 1;
+                if !state.is_terminal() {
                     allocated = allocated.add(&t.resources);
                 }
             }
         }
+        let counts: BTreeMap<&'static str, u32> = by_state
+            .into_iter()
+            .map(|(state, n)| (state.as_str_name(), n))
+            .collect();
         let total = self
             .agents
             .iter()
@@ -709,6 +757,22 @@ impl RegistryActor {
             if !self.frameworks.contains_key(&id) {
                 return id;
             }
+        }
+    }
+}
+
+/// Builds a framework's scheduler records in full when they are not in step with its
+/// tasks (after a restart); otherwise they are kept up to date change by change.
+fn ensure_view_tasks(tasks: &Tasks, fw: &mut Framework) {
+    if fw.view_tasks.len() == fw.tasks.len() {
+        return;
+    }
+    fw.view_tasks.clear();
+    fw.view_index.clear();
+    for (task_id, generation) in &fw.tasks {
+        if let Some(t) = RegistryActor::view_task(tasks, task_id, *generation) {
+            fw.view_index.insert(task_id.clone(), fw.view_tasks.len());
+            fw.view_tasks.push(t);
         }
     }
 }
@@ -835,6 +899,8 @@ impl Handler<AddFramework> for RegistryActor {
             needs_schedule: true,
             updates: Vec::new(),
             tasks: Vec::new(),
+            view_tasks: Vec::new(),
+            view_index: HashMap::new(),
             calls: 0,
             errors: 0,
             last_error: String::new(),

@@ -233,6 +233,8 @@ impl RegistryActor {
                 needs_schedule: true,
                 updates: Vec::new(),
                 tasks: by_framework.remove(&f.framework_id).unwrap_or_default(),
+                view_tasks: Vec::new(),
+                view_index: HashMap::new(),
                 calls: 0,
                 errors: 0,
                 last_error: String::new(),

@@ -209,13 +209,20 @@ fn load(db: &Database, path: &Path) -> Result<Loaded, StoreError> {
 
 /// Most batches one commit takes (bounds the latency of the first one).
 const MAX_BATCHES_PER_COMMIT: usize = 4096;
+/// Most records one commit takes once it has one batch: a burst of launches is written
+/// (and sent) in pieces, so the first tasks start while the rest are still being written.
+const MAX_OPS_PER_COMMIT: usize = 2048;
 
 fn writer(db: Database, path: PathBuf, rx: mpsc::Receiver<Batch>) {
     while let Ok(first) = rx.recv() {
+        let mut ops = first.ops.len();
         let mut batches = vec![first];
-        while batches.len() < MAX_BATCHES_PER_COMMIT {
+        while batches.len() < MAX_BATCHES_PER_COMMIT && ops < MAX_OPS_PER_COMMIT {
             match rx.try_recv() {
-                Ok(b) => batches.push(b),
+                Ok(b) => {
+                    ops += b.ops.len();
+                    batches.push(b);
+                }
                 Err(_) => break,
             }
         }

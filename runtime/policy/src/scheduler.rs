@@ -93,13 +93,23 @@ impl SchedulerSlot {
     ///
     /// A [`PolicyError`]; the decisions are then discarded and the error counted.
     pub fn schedule(&self, view: &SchedulerView) -> Result<Vec<Decision>, PolicyError> {
+        self.schedule_shared(Arc::new(view.clone()))
+    }
+
+    /// [`SchedulerSlot::schedule`] on a view the slot may keep without copying it (for the
+    /// next swap's dry run).
+    ///
+    /// # Errors
+    ///
+    /// As [`SchedulerSlot::schedule`].
+    pub fn schedule_shared(&self, view: Arc<SchedulerView>) -> Result<Vec<Decision>, PolicyError> {
         let result = self.slot.call(
             |pre, store| {
                 pre.instantiate(&mut *store)?
-                    .call_schedule(&mut *store, view)
+                    .call_schedule(&mut *store, &view)
             },
             |decisions| {
-                check_decisions(view, &decisions)?;
+                check_decisions(&view, &decisions)?;
                 Ok(decisions)
             },
         );
@@ -117,13 +127,26 @@ impl SchedulerSlot {
         view: &SchedulerView,
         updates: &[TaskStatus],
     ) -> Result<Vec<Decision>, PolicyError> {
+        self.status_shared(Arc::new(view.clone()), updates)
+    }
+
+    /// [`SchedulerSlot::status`] on a view the slot may keep without copying it.
+    ///
+    /// # Errors
+    ///
+    /// As [`SchedulerSlot::schedule`].
+    pub fn status_shared(
+        &self,
+        view: Arc<SchedulerView>,
+        updates: &[TaskStatus],
+    ) -> Result<Vec<Decision>, PolicyError> {
         let result = self.slot.call(
             |pre, store| {
                 pre.instantiate(&mut *store)?
-                    .call_status(&mut *store, view, updates)
+                    .call_status(&mut *store, &view, updates)
             },
             |decisions| {
-                check_decisions(view, &decisions)?;
+                check_decisions(&view, &decisions)?;
                 Ok(decisions)
             },
         );
@@ -139,9 +162,9 @@ impl SchedulerSlot {
         }
     }
 
-    fn remember(&self, view: &SchedulerView) {
+    fn remember(&self, view: Arc<SchedulerView>) {
         if let Ok(mut last) = self.last_view.lock() {
-            *last = Some(Arc::new(view.clone()));
+            *last = Some(view);
         }
     }
 

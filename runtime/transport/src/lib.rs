@@ -42,6 +42,15 @@ pub enum TransportError {
         /// Cause, for a person.
         reason: String,
     },
+    /// The peer sent nothing (not even a QUIC acknowledgement) for too long: it is gone,
+    /// even if no packet has said so yet.
+    #[error("the master at {addr} sent nothing for {silent_ms} ms")]
+    Silent {
+        /// The peer.
+        addr: SocketAddr,
+        /// How long it was silent.
+        silent_ms: u64,
+    },
     /// An established connection failed.
     #[error("connection lost: {0}")]
     Connection(#[from] quinn::ConnectionError),
