@@ -1,9 +1,11 @@
 //! The allocator's view of the cluster and the offers it answers with.
 //!
-//! These are the Rust twins of the `allocator-view` and `offer` records in
-//! `wit/policy.wit`. They are flat and made of integers only: agents, roles and frameworks
-//! are named by their index in the view's lists, so the master can build a view from its
-//! registry without strings and the policy host can copy it into a wasm guest cheaply.
+//! These are the Rust twins of the `allocator-view` and `offers` records in
+//! `wit/policy.wit`, as rows: the WIT lays them out in columns (a list per field), which
+//! the policy host makes from these. They are flat and made of integers only: agents,
+//! roles and frameworks are named by their index in the view's lists, so the master can
+//! build a view from its registry without strings and the policy host can copy it into a
+//! wasm guest cheaply.
 
 use serde::{Deserialize, Serialize};
 

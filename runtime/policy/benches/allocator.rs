@@ -130,7 +130,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // What every wasm cycle pays besides the policy's own work, and the cost of copying
-    // the agents into the guest (10,000 records of three integers, lowered field by field).
+    // the agents into the guest (three columns of 10,000 integers, one block copy each).
     let empty = AllocatorView::default();
     let mut agents_only = view(10_000, 1_000);
     agents_only.frameworks.clear();

@@ -151,7 +151,7 @@ impl AllocatorSlot {
                 let mut held = self.scratch.try_lock();
                 let scratch = held.as_deref_mut().unwrap_or(&mut fresh);
                 check_wit(&wit_view, &offers, scratch)?;
-                Ok(offers.iter().map(from_wit_offer).collect())
+                Ok(rows(&offers))
             },
         );
         let before = self
@@ -196,16 +196,42 @@ fn res(r: &Resources) -> wit::Resources {
     }
 }
 
-fn from_res(r: &wit::Resources) -> Resources {
-    Resources::new(r.cpus_milli, r.mem_mb, r.disk_mb)
+impl wit::ResourceColumns {
+    fn clear(&mut self) {
+        self.cpus_milli.clear();
+        self.mem_mb.clear();
+        self.disk_mb.clear();
+    }
+
+    /// Makes the columns those of `items`, reusing their buffers.
+    fn fill<T>(&mut self, items: &[T], r: impl Fn(&T) -> &Resources) {
+        self.clear();
+        self.cpus_milli
+            .extend(items.iter().map(|i| r(i).cpus_milli));
+        self.mem_mb.extend(items.iter().map(|i| r(i).mem_mb));
+        self.disk_mb.extend(items.iter().map(|i| r(i).disk_mb));
+    }
+
+    /// Entry `i`, which the caller has checked is in all three columns.
+    fn get(&self, i: usize) -> Resources {
+        Resources::new(self.cpus_milli[i], self.mem_mb[i], self.disk_mb[i])
+    }
 }
 
-fn from_wit_offer(o: &wit::Offer) -> Offer {
-    Offer {
-        agent: o.agent,
-        framework: o.framework,
-        resources: from_res(&o.resources),
-    }
+/// The offers of a validated answer, as rows. The columns were checked to be of one
+/// length, which `zip` would otherwise cut silently.
+fn rows(o: &wit::Offers) -> Vec<Offer> {
+    let r = &o.resources;
+    o.agent
+        .iter()
+        .zip(&o.framework)
+        .zip(r.cpus_milli.iter().zip(&r.mem_mb).zip(&r.disk_mb))
+        .map(|((&agent, &framework), ((&c, &m), &d))| Offer {
+            agent,
+            framework,
+            resources: Resources::new(c, m, d),
+        })
+        .collect()
 }
 
 /// The view as the guest sees it.
@@ -215,30 +241,44 @@ pub(crate) fn to_wit(view: &AllocatorView) -> wit::AllocatorView {
     w
 }
 
-/// Makes `w` the guest's copy of `view`, reusing `w`'s buffers.
+/// Makes `w` the guest's copy of `view` (its columns), reusing `w`'s buffers.
 fn fill_wit(w: &mut wit::AllocatorView, view: &AllocatorView) {
     w.now_ms = view.now_ms;
     w.total = res(&view.total);
-    w.agents.clear();
-    w.agents.extend(view.agents.iter().map(res));
-    w.roles.clear();
-    w.roles
-        .extend(view.roles.iter().map(|r| wit::Role { weight: r.weight }));
-    w.frameworks.clear();
-    w.frameworks
-        .extend(view.frameworks.iter().map(|f| wit::Framework {
-            role: f.role,
-            allocated: res(&f.allocated),
-            demand: res(&f.demand),
-            wanted: f.wanted,
-            suppressed: f.suppressed,
-        }));
-    w.filters.clear();
-    w.filters.extend(view.filters.iter().map(|f| wit::Filter {
-        framework: f.framework,
-        agent: f.agent,
-        until_ms: f.until_ms,
-    }));
+    w.agents.fill(&view.agents, |a| a);
+    w.role_weights.clear();
+    w.role_weights.extend(view.roles.iter().map(|r| r.weight));
+    let (fws, columns) = (&view.frameworks, &mut w.frameworks);
+    columns.role.clear();
+    columns.role.extend(fws.iter().map(|f| f.role));
+    columns.allocated.fill(fws, |f| &f.allocated);
+    columns.demand.fill(fws, |f| &f.demand);
+    columns.wanted.clear();
+    columns.wanted.extend(fws.iter().map(|f| f.wanted));
+    columns.suppressed.clear();
+    columns.suppressed.extend(fws.iter().map(|f| f.suppressed));
+    let (filters, columns) = (&view.filters, &mut w.filters);
+    columns.framework.clear();
+    columns
+        .framework
+        .extend(filters.iter().map(|f| f.framework));
+    columns.agent.clear();
+    columns.agent.extend(filters.iter().map(|f| f.agent));
+    columns.until_ms.clear();
+    columns.until_ms.extend(filters.iter().map(|f| f.until_ms));
+}
+
+// Not derived: bindgen makes the type, and deriving `Default` for every generated type
+// fails on its enums.
+#[allow(clippy::derivable_impls)]
+impl Default for wit::ResourceColumns {
+    fn default() -> Self {
+        wit::ResourceColumns {
+            cpus_milli: Vec::new(),
+            mem_mb: Vec::new(),
+            disk_mb: Vec::new(),
+        }
+    }
 }
 
 impl Default for wit::AllocatorView {
@@ -250,10 +290,20 @@ impl Default for wit::AllocatorView {
                 mem_mb: 0,
                 disk_mb: 0,
             },
-            agents: Vec::new(),
-            roles: Vec::new(),
-            frameworks: Vec::new(),
-            filters: Vec::new(),
+            agents: Default::default(),
+            role_weights: Vec::new(),
+            frameworks: wit::Frameworks {
+                role: Vec::new(),
+                allocated: Default::default(),
+                demand: Default::default(),
+                wanted: Vec::new(),
+                suppressed: Vec::new(),
+            },
+            filters: wit::Filters {
+                framework: Vec::new(),
+                agent: Vec::new(),
+                until_ms: Vec::new(),
+            },
         }
     }
 }
@@ -267,14 +317,12 @@ impl Default for wit::AllocatorView {
 /// The first [`InvalidAnswer`] found.
 pub fn check_offers(view: &AllocatorView, offers: &[Offer]) -> Result<(), InvalidAnswer> {
     let w = to_wit(view);
-    let o: Vec<wit::Offer> = offers
-        .iter()
-        .map(|o| wit::Offer {
-            agent: o.agent,
-            framework: o.framework,
-            resources: res(&o.resources),
-        })
-        .collect();
+    let mut o = wit::Offers {
+        agent: offers.iter().map(|o| o.agent).collect(),
+        framework: offers.iter().map(|o| o.framework).collect(),
+        resources: Default::default(),
+    };
+    o.resources.fill(offers, |o| &o.resources);
     check_wit(&w, &o, &mut CheckScratch::default())
 }
 
@@ -296,9 +344,11 @@ fn reset<T: Clone>(v: &mut Vec<T>, n: usize, value: T) {
     v.resize(n, value);
 }
 
+/// [`check_offers`] on the guest's columns; an answer whose columns differ in length is
+/// rejected first.
 pub(crate) fn check_wit(
     view: &wit::AllocatorView,
-    offers: &[wit::Offer],
+    offers: &wit::Offers,
     scratch: &mut CheckScratch,
 ) -> Result<(), InvalidAnswer> {
     let CheckScratch {
@@ -309,11 +359,23 @@ pub(crate) fn check_wit(
         stamp,
         filters,
     } = scratch;
-    let agents = view.agents.len();
-    let frameworks = view.frameworks.len();
-    if offers.len() > agents.saturating_mul(frameworks) {
+    let count = offers.agent.len();
+    let columns = &offers.resources;
+    let lengths = [
+        count,
+        offers.framework.len(),
+        columns.cpus_milli.len(),
+        columns.mem_mb.len(),
+        columns.disk_mb.len(),
+    ];
+    if lengths.iter().any(|&l| l != count) {
+        return Err(InvalidAnswer::RaggedOffers { lengths });
+    }
+    let agents = view.agents.cpus_milli.len();
+    let frameworks = view.frameworks.role.len();
+    if count > agents.saturating_mul(frameworks) {
         return Err(InvalidAnswer::TooManyOffers {
-            count: offers.len(),
+            count,
             agents,
             frameworks,
         });
@@ -322,34 +384,27 @@ pub(crate) fn check_wit(
     // agent's free resources is the one named), and how many offers name it.
     reset(offered, agents, Resources::ZERO);
     reset(start, agents + 1, 0);
-    for (index, o) in offers.iter().enumerate() {
-        let Some(free) = view.agents.get(o.agent as usize) else {
-            return Err(InvalidAnswer::UnknownAgent {
-                index,
-                agent: o.agent,
-            });
+    for (index, (&agent, &framework)) in offers.agent.iter().zip(&offers.framework).enumerate() {
+        let a = agent as usize;
+        if a >= agents {
+            return Err(InvalidAnswer::UnknownAgent { index, agent });
+        }
+        let Some(&suppressed) = view.frameworks.suppressed.get(framework as usize) else {
+            return Err(InvalidAnswer::UnknownFramework { index, framework });
         };
-        let Some(fw) = view.frameworks.get(o.framework as usize) else {
-            return Err(InvalidAnswer::UnknownFramework {
-                index,
-                framework: o.framework,
-            });
-        };
-        let r = from_res(&o.resources);
+        let r = columns.get(index);
         if r.is_zero() {
             return Err(InvalidAnswer::EmptyOffer { index });
         }
-        if fw.suppressed {
-            return Err(InvalidAnswer::Suppressed {
-                framework: o.framework,
-            });
+        if suppressed {
+            return Err(InvalidAnswer::Suppressed { framework });
         }
-        let sum = &mut offered[o.agent as usize];
+        let sum = &mut offered[a];
         *sum = sum.saturating_add(&r);
-        if !from_res(free).contains(sum) {
-            return Err(InvalidAnswer::NotFree { agent: o.agent });
+        if !view.agents.get(a).contains(sum) {
+            return Err(InvalidAnswer::NotFree { agent });
         }
-        start[o.agent as usize + 1] += 1;
+        start[a + 1] += 1;
     }
     // Duplicates, agent by agent: the offers grouped by agent (a counting sort), and per
     // framework the agent that last offered it (a stamp, `agent + 1`). Linear: sorting
@@ -363,10 +418,10 @@ pub(crate) fn check_wit(
     let group = |a: usize| start[a] as usize..start[a + 1] as usize;
     fill.clear();
     fill.extend_from_slice(start);
-    reset(by_agent, offers.len(), 0);
-    for o in offers {
-        let slot = &mut fill[o.agent as usize];
-        by_agent[*slot as usize] = o.framework;
+    reset(by_agent, count, 0);
+    for (&agent, &framework) in offers.agent.iter().zip(&offers.framework) {
+        let slot = &mut fill[agent as usize];
+        by_agent[*slot as usize] = framework;
         *slot += 1;
     }
     reset(stamp, frameworks, 0);
@@ -390,12 +445,14 @@ pub(crate) fn check_wit(
     // of the agent's frameworks (a stamp left by the pass above also means "offered on
     // this agent").
     filters.clear();
+    let f = &view.filters;
     filters.extend(
-        view.filters
+        f.agent
             .iter()
+            .zip(&f.until_ms)
             .enumerate()
-            .filter(|(_, f)| view.now_ms < f.until_ms && (f.agent as usize) < agents)
-            .map(|(i, f)| (u64::from(f.agent) << 32) | i as u64),
+            .filter(|&(_, (&agent, &until))| view.now_ms < until && (agent as usize) < agents)
+            .map(|(i, (&agent, _))| (u64::from(agent) << 32) | i as u64),
     );
     filters.sort_unstable();
     let mut first: Option<u32> = None;
@@ -406,17 +463,16 @@ pub(crate) fn check_wit(
         }
         for &key in run {
             let i = key as u32;
-            let fw = view.filters[i as usize].framework as usize;
+            let fw = f.framework[i as usize] as usize;
             if stamp.get(fw) == Some(&(a as u32 + 1)) {
                 first = Some(first.map_or(i, |f| f.min(i)));
             }
         }
     }
     if let Some(i) = first {
-        let f = &view.filters[i as usize];
         return Err(InvalidAnswer::Filtered {
-            framework: f.framework,
-            agent: f.agent,
+            framework: f.framework[i as usize],
+            agent: f.agent[i as usize],
         });
     }
     Ok(())
@@ -582,6 +638,36 @@ mod tests {
             })
         );
         assert_eq!(check_offers(&v, &[offer(1, 1, 1), offer(2, 2, 1)]), Ok(()));
+    }
+
+    #[test]
+    fn offer_lists_of_different_lengths_are_rejected() {
+        let v = to_wit(&view());
+        let column = |n: usize| vec![1; n];
+        let offers = wit::Offers {
+            agent: vec![0, 1],
+            framework: vec![0, 0],
+            resources: wit::ResourceColumns {
+                cpus_milli: column(2),
+                mem_mb: column(1),
+                disk_mb: vec![0; 2],
+            },
+        };
+        assert_eq!(
+            check_wit(&v, &offers, &mut CheckScratch::default()),
+            Err(InvalidAnswer::RaggedOffers {
+                lengths: [2, 2, 2, 1, 2]
+            })
+        );
+        // The same offers with columns of one length are valid.
+        let offers = wit::Offers {
+            resources: wit::ResourceColumns {
+                mem_mb: column(2),
+                ..offers.resources
+            },
+            ..offers
+        };
+        assert_eq!(check_wit(&v, &offers, &mut CheckScratch::default()), Ok(()));
     }
 
     #[test]
