@@ -98,7 +98,13 @@ async fn session(
         .map_err(gone)?;
     backoff.reset();
 
-    let mut ticker = tokio::time::interval(Duration::from_millis(interval));
+    // The first heartbeat comes at a random point of the first interval, so that agents
+    // that (re)connected together do not beat together.
+    let first = Duration::from_millis(rand::rng().random_range(0..interval));
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + first,
+        Duration::from_millis(interval),
+    );
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sequence = 0u64;
     // Every heartbeat makes the master's QUIC stack answer within milliseconds (an
@@ -111,9 +117,12 @@ async fn session(
     let mut heard = (conn.stats().udp_rx.datagrams, tokio::time::Instant::now());
     let result = loop {
         tokio::select! {
-            _ = ticker.tick() => {
+            tick = ticker.tick() => {
                 let received = conn.stats().udp_rx.datagrams;
-                if received != heard.0 {
+                let late = tick.elapsed() > Duration::from_millis(interval);
+                if received != heard.0 || late {
+                    // Something came, or this agent itself was too busy to look (its
+                    // packets may wait unread): the master is not to blame.
                     heard = (received, tokio::time::Instant::now());
                 } else if heard.1.elapsed() >= silent_limit {
                     break Err(TransportError::Silent {

@@ -60,6 +60,38 @@ pub struct Master {
     /// The allocator actor.
     pub allocator: Addr<allocator_actor::AllocatorActor>,
     endpoint: quinn::Endpoint,
+    _quic: QuicRuntime,
+}
+
+/// The thread that drives the master's QUIC endpoint and connections: packets, handshakes,
+/// acknowledgements and keep-alives go on while the registry is busy with a burst of
+/// launches, so agents never take a busy master for a dead one.
+struct QuicRuntime(Option<tokio::runtime::Runtime>);
+
+impl QuicRuntime {
+    fn start() -> std::io::Result<Self> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("corral-quic")
+            .enable_all()
+            .build()
+            .map(|rt| QuicRuntime(Some(rt)))
+    }
+
+    /// Runs `f` with this runtime as the current one (where quinn spawns its drivers).
+    fn enter<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _on = self.0.as_ref().map(tokio::runtime::Runtime::enter);
+        f()
+    }
+}
+
+impl Drop for QuicRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            // Allowed inside an async context, unlike dropping the runtime.
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Master {
@@ -72,7 +104,11 @@ impl Master {
         config.validate().map_err(MasterError::Config)?;
         let identity =
             MasterIdentity::load_or_create(&config.state_dir).map_err(TransportError::from)?;
-        let endpoint = corral_transport::server_endpoint(config.listen, identity)?;
+        let quic = QuicRuntime::start().map_err(|source| TransportError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let endpoint = quic.enter(|| corral_transport::server_endpoint(config.listen, identity))?;
         let local_addr = endpoint
             .local_addr()
             .map_err(|source| TransportError::Bind {
@@ -158,6 +194,7 @@ impl Master {
             registry,
             allocator,
             endpoint,
+            _quic: quic,
         })
     }
 
