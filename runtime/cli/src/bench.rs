@@ -558,23 +558,33 @@ pub fn restart(o: &RestartOpts) -> anyhow::Result<()> {
             other => return Err(anyhow!("unexpected answer from the master: {other:?}")),
         }
     }
-    let running = |client: &crate::opts::ClientOpts| -> anyhow::Result<u32> {
+    // Tasks running, and tasks that ended (hello does not relaunch them, so a fill that
+    // lost some can never finish).
+    let count = |client: &crate::opts::ClientOpts| -> anyhow::Result<(u32, u32)> {
         match crate::client::request(client, Kind::ListFrameworks(pb::ListFrameworks::default()))? {
-            R::Frameworks(l) => Ok(l
-                .frameworks
-                .iter()
-                .flat_map(|f| f.tasks.iter())
-                .filter(|c| c.state == "TASK_RUNNING")
-                .map(|c| c.count)
-                .sum()),
+            R::Frameworks(l) => Ok(l.frameworks.iter().flat_map(|f| f.tasks.iter()).fold(
+                (0, 0),
+                |(running, ended), c| match pb::TaskState::from_str_name(&c.state) {
+                    Some(pb::TaskState::TaskRunning) => (running + c.count, ended),
+                    Some(s) if s.is_terminal() => (running, ended + c.count),
+                    _ => (running, ended),
+                },
+            )),
             other => Err(anyhow!("unexpected answer from the master: {other:?}")),
         }
     };
+    let running = |client: &crate::opts::ClientOpts| count(client).map(|(running, _)| running);
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
-        let n = running(&client)?;
+        let (n, ended) = count(&client)?;
         if n >= o.tasks {
             break;
+        }
+        if ended > 0 {
+            return Err(anyhow!(
+                "{ended} tasks ended while the registry was being filled ({n} of {} running): the machine is too loaded for this size",
+                o.tasks
+            ));
         }
         if Instant::now() > deadline {
             return Err(anyhow!(
