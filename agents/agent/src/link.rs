@@ -49,7 +49,7 @@ impl Backoff {
 }
 
 /// Heartbeats without a packet from the master after which the link is given up.
-const SILENT_HEARTBEATS: u64 = 3;
+const SILENT_HEARTBEATS: u64 = 5;
 
 /// Runs the link until the actor stops.
 pub async fn run(endpoint: quinn::Endpoint, actor: Addr<AgentActor>, config: AgentConfig) {

@@ -84,6 +84,11 @@ pub struct Framework {
     pub view_tasks: Vec<corral_policy::scheduler::Task>,
     /// Task id → index in `view_tasks`.
     pub view_index: HashMap<String, usize>,
+    /// Counts the changes to `view_tasks`.
+    pub view_version: u64,
+    /// What its unfinished tasks hold, and the `view_version` it was summed at: an
+    /// allocation cycle sums them again only after a change.
+    pub held: (u64, corral_core::view::Resources),
     pub calls: u64,
     pub errors: u64,
     pub last_error: String,

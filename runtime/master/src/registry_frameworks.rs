@@ -125,6 +125,7 @@ impl RegistryActor {
                 let generation = fw.view_tasks[i].generation;
                 if let Some(t) = Self::view_task(&self.tasks, task_id, generation) {
                     fw.view_tasks[i] = t;
+                    fw.view_version += 1;
                 }
             }
             None => {
@@ -140,6 +141,7 @@ impl RegistryActor {
                     fw.view_index
                         .insert(task_id.to_owned(), fw.view_tasks.len());
                     fw.view_tasks.push(t);
+                    fw.view_version += 1;
                 }
             }
         }
@@ -219,6 +221,20 @@ impl RegistryActor {
         for fw in self.frameworks.values_mut().filter(|f| f.is_active()) {
             fw.expire_filters(now);
             ensure_view_tasks(&self.tasks, fw);
+            if fw.held.0 != fw.view_version {
+                let held = fw
+                    .view_tasks
+                    .iter()
+                    .filter(|t| !wit::is_terminal(t.state))
+                    .fold(view::Resources::ZERO, |acc, t| {
+                        acc.saturating_add(&view::Resources::new(
+                            t.resources.cpus_milli,
+                            t.resources.mem_mb,
+                            t.resources.disk_mb,
+                        ))
+                    });
+                fw.held = (fw.view_version, held);
+            }
         }
         for fw in self.frameworks.values().filter(|f| f.is_active()) {
             let role = *role_index.entry(fw.role.clone()).or_insert_with(|| {
@@ -227,17 +243,7 @@ impl RegistryActor {
                 });
                 roles.len() as u32 - 1
             });
-            let allocated = fw
-                .view_tasks
-                .iter()
-                .filter(|t| !wit::is_terminal(t.state))
-                .fold(scalar(&fw.offered()), |acc, t| {
-                    acc.saturating_add(&view::Resources::new(
-                        t.resources.cpus_milli,
-                        t.resources.mem_mb,
-                        t.resources.disk_mb,
-                    ))
-                });
+            let allocated = scalar(&fw.offered()).saturating_add(&fw.held.1);
             let index = frameworks.len() as u32;
             for (agent_id, until) in &fw.filters {
                 if let Some(&agent) = agent_index.get(agent_id) {
@@ -769,6 +775,7 @@ fn ensure_view_tasks(tasks: &Tasks, fw: &mut Framework) {
     }
     fw.view_tasks.clear();
     fw.view_index.clear();
+    fw.view_version += 1;
     for (task_id, generation) in &fw.tasks {
         if let Some(t) = RegistryActor::view_task(tasks, task_id, *generation) {
             fw.view_index.insert(task_id.clone(), fw.view_tasks.len());
@@ -901,6 +908,8 @@ impl Handler<AddFramework> for RegistryActor {
             tasks: Vec::new(),
             view_tasks: Vec::new(),
             view_index: HashMap::new(),
+            view_version: 0,
+            held: (u64::MAX, view::Resources::ZERO),
             calls: 0,
             errors: 0,
             last_error: String::new(),

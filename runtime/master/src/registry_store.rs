@@ -235,6 +235,8 @@ impl RegistryActor {
                 tasks: by_framework.remove(&f.framework_id).unwrap_or_default(),
                 view_tasks: Vec::new(),
                 view_index: HashMap::new(),
+                view_version: 0,
+                held: (u64::MAX, view::Resources::ZERO),
                 calls: 0,
                 errors: 0,
                 last_error: String::new(),
