@@ -214,7 +214,6 @@ impl AgentActor {
         }
     }
 
-    /// Flushes a few milliseconds from now, once for everything that happens until then.
     /// Drops acknowledged updates from the checkpoint within [`ACK_FLUSH_DELAY`], unless a
     /// flush of updates does it first.
     fn flush_acks_later(&mut self, ctx: &mut Context<Self>) {
@@ -229,6 +228,7 @@ impl AgentActor {
         }
     }
 
+    /// Flushes a few milliseconds from now, once for everything that happens until then.
     fn flush_soon(&mut self, ctx: &mut Context<Self>) {
         if !self.flush_scheduled {
             self.flush_scheduled = true;
