@@ -54,8 +54,6 @@ pub struct AgentActor {
     /// The checkpoint still holds updates the master has acknowledged since.
     acked: bool,
     ack_flush_scheduled: bool,
-    /// The size of the last checkpoint written, to size the next one's buffer.
-    checkpoint_len: usize,
 }
 
 impl AgentActor {
@@ -122,7 +120,6 @@ impl AgentActor {
             flush_scheduled: false,
             acked: false,
             ack_flush_scheduled: false,
-            checkpoint_len: 0,
         };
         if let Some(id) = actor.agent_id.clone() {
             match actor.containerizer.recover(&id).await {
@@ -250,14 +247,13 @@ impl AgentActor {
     fn checkpoint(&mut self) {
         self.dirty = false;
         self.acked = false;
-        let mut buf = Vec::with_capacity(self.checkpoint_len + self.checkpoint_len / 4);
+        let mut buf = Vec::new();
         for task in self.tasks.values() {
             prost::encoding::message::encode(1, task, &mut buf);
         }
         for p in &self.pending {
             prost::encoding::message::encode(2, &p.status, &mut buf);
         }
-        self.checkpoint_len = buf.len();
         let path = self.state_dir.join(CHECKPOINT_FILE);
         let tmp = path.with_extension("tmp");
         let written = std::fs::write(&tmp, &buf).and_then(|()| std::fs::rename(&tmp, &path));

@@ -116,6 +116,14 @@ impl Framework {
             .fold(Resources::default(), |acc, o| acc.add(&o.resources))
     }
 
+    /// Appends the scheduler's record of a task it launched last.
+    pub fn push_view_task(&mut self, task: corral_policy::scheduler::Task) {
+        self.view_index
+            .insert(task.task_id.clone(), self.view_tasks.len());
+        self.view_tasks.push(task);
+        self.view_version += 1;
+    }
+
     /// Whether `agent_id` is filtered at `now`.
     pub fn is_filtered(&self, agent_id: &str, now: u64) -> bool {
         self.filters.get(agent_id).is_some_and(|&until| now < until)

@@ -138,10 +138,7 @@ impl RegistryActor {
                 }
                 let generation = fw.tasks.last().map(|(_, g)| *g).unwrap_or(0);
                 if let Some(t) = Self::view_task(&self.tasks, task_id, generation) {
-                    fw.view_index
-                        .insert(task_id.to_owned(), fw.view_tasks.len());
-                    fw.view_tasks.push(t);
-                    fw.view_version += 1;
+                    fw.push_view_task(t);
                 }
             }
         }
@@ -773,14 +770,16 @@ fn ensure_view_tasks(tasks: &Tasks, fw: &mut Framework) {
     if fw.view_tasks.len() == fw.tasks.len() {
         return;
     }
+    let records: Vec<wit::Task> = fw
+        .tasks
+        .iter()
+        .filter_map(|(task_id, generation)| RegistryActor::view_task(tasks, task_id, *generation))
+        .collect();
     fw.view_tasks.clear();
     fw.view_index.clear();
     fw.view_version += 1;
-    for (task_id, generation) in &fw.tasks {
-        if let Some(t) = RegistryActor::view_task(tasks, task_id, *generation) {
-            fw.view_index.insert(task_id.clone(), fw.view_tasks.len());
-            fw.view_tasks.push(t);
-        }
+    for t in records {
+        fw.push_view_task(t);
     }
 }
 
