@@ -65,7 +65,9 @@ pub struct Master {
 
 /// The thread that drives the master's QUIC endpoint and connections: packets, handshakes,
 /// acknowledgements and keep-alives go on while the registry is busy with a burst of
-/// launches, so agents never take a busy master for a dead one.
+/// launches, so agents never take a busy master for a dead one. quinn runs a connection's
+/// driver on the runtime that accepts it, so connections are accepted here
+/// ([`server::handshakes`]) and only then handed to the actors.
 struct QuicRuntime(Option<tokio::runtime::Runtime>);
 
 impl QuicRuntime {
@@ -82,6 +84,13 @@ impl QuicRuntime {
     fn enter<T>(&self, f: impl FnOnce() -> T) -> T {
         let _on = self.0.as_ref().map(tokio::runtime::Runtime::enter);
         f()
+    }
+
+    /// Runs `task` on this runtime. Connections accepted there have their drivers there too.
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        if let Some(rt) = &self.0 {
+            rt.spawn(task);
+        }
     }
 }
 
@@ -115,6 +124,10 @@ impl Master {
                 addr: config.listen,
                 source,
             })?;
+        // Handshakes start now, on the QUIC thread, while the registry is read: agents
+        // reconnecting to a restarted master are ready to re-register when it is.
+        let (connections, handshaken) = tokio::sync::mpsc::unbounded_channel();
+        quic.spawn(server::handshakes(endpoint.clone(), connections));
         let started = std::time::Instant::now();
         let (store, loaded) = store::Store::open(&config.state_dir)?;
         let host = corral_policy::PolicyHost::new(corral_policy::PolicyConfig {
@@ -170,7 +183,7 @@ impl Master {
         .start();
         registry.do_send(registry_actor::UseAllocator(allocator.clone()));
         actix::spawn(server::accept_loop(
-            endpoint.clone(),
+            handshaken,
             server::Services {
                 registry: registry.clone(),
                 allocator: allocator.clone(),

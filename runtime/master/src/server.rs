@@ -38,21 +38,43 @@ pub struct Services {
     pub host: corral_policy::PolicyHost,
 }
 
-/// Accepts connections until the endpoint closes.
-pub async fn accept_loop(endpoint: quinn::Endpoint, services: Services, config: MasterConfig) {
+/// Accepts connections until the endpoint closes and completes their handshakes; runs on
+/// the QUIC thread, so that the connections' drivers run there too. Each connection is
+/// handed to [`accept_loop`] once it is up.
+pub async fn handshakes(
+    endpoint: quinn::Endpoint,
+    ready: tokio::sync::mpsc::UnboundedSender<quinn::Connection>,
+) {
     while let Some(incoming) = endpoint.accept().await {
+        let ready = ready.clone();
+        let remote = incoming.remote_address();
+        tokio::spawn(async move {
+            match incoming.await {
+                Ok(conn) => {
+                    if ready.send(conn).is_err() {
+                        tracing::debug!(%remote, "master stopping; connection dropped");
+                    }
+                }
+                Err(e) => tracing::info!(%remote, error = %e, "handshake failed"),
+            }
+        });
+    }
+}
+
+/// Serves every connection [`handshakes`] completes, until the endpoint closes.
+pub async fn accept_loop(
+    mut handshaken: tokio::sync::mpsc::UnboundedReceiver<quinn::Connection>,
+    services: Services,
+    config: MasterConfig,
+) {
+    while let Some(conn) = handshaken.recv().await {
         let services = services.clone();
         let config = config.clone();
-        let remote = incoming.remote_address();
+        let remote = conn.remote_address();
         actix::spawn(
             async move {
-                match incoming.await {
-                    Ok(conn) => {
-                        let _open = crate::http::metrics::METRICS.connection_opened();
-                        serve_connection(conn, services, config).await
-                    }
-                    Err(e) => tracing::info!(error = %e, "handshake failed"),
-                }
+                let _open = crate::http::metrics::METRICS.connection_opened();
+                serve_connection(conn, services, config).await
             }
             .instrument(tracing::info_span!("conn", %remote)),
         );
