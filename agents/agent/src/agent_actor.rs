@@ -6,7 +6,7 @@
 //! and resent in order whenever the agent registers again (after the master or the link
 //! was away).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,8 +46,12 @@ pub struct AgentActor {
     tasks: BTreeMap<String, pb::TaskInfo>,
     pending: VecDeque<Pending>,
     link: Option<mpsc::UnboundedSender<pb::Envelope>>,
-    /// Updates recorded but not yet written to the checkpoint and sent.
+    /// Updates recorded but not yet written to the checkpoint and sent; they are also the
+    /// last entries of `pending`, in the same order.
     unsent: Vec<pb::TaskStatus>,
+    /// Where in `unsent` each task's latest non-terminal update is (the one a newer state
+    /// of the task replaces).
+    unsent_at: HashMap<String, usize>,
     /// The checkpoint is behind the agent's state.
     dirty: bool,
     flush_scheduled: bool,
@@ -116,6 +120,7 @@ impl AgentActor {
                 .collect(),
             link: None,
             unsent: Vec::new(),
+            unsent_at: HashMap::new(),
             dirty: false,
             flush_scheduled: false,
             acked: false,
@@ -158,7 +163,7 @@ impl AgentActor {
             }
         }
         // Not connected yet: the recorded updates go out as pending ones on registration.
-        self.unsent.clear();
+        self.clear_unsent();
         self.checkpoint();
     }
 
@@ -176,26 +181,19 @@ impl AgentActor {
         if let Some(task) = self.tasks.get_mut(&status.task_id) {
             task.status = Some(status.clone());
         }
-        if let Some(pos) = self.unsent.iter().rposition(|u| {
-            u.task_id == status.task_id
-                && !TaskState::try_from(u.state).is_ok_and(TaskState::is_terminal)
-        }) {
-            let superseded = self.unsent.remove(pos);
-            if let Some(i) = self
-                .pending
-                .iter()
-                .rposition(|p| p.status.update_id == superseded.update_id)
-            {
-                self.pending.remove(i);
-            }
-        }
-        self.pending.push_back(Pending {
-            status: status.clone(),
-            next_retry: Instant::now() + RETRY_FIRST,
-            backoff: RETRY_FIRST,
-        });
-        self.unsent.push(status);
+        queue_update(
+            &mut self.pending,
+            &mut self.unsent,
+            &mut self.unsent_at,
+            status,
+        );
         self.dirty = true;
+    }
+
+    /// Forgets which updates are unsent (they were sent, or go out as pending ones).
+    fn clear_unsent(&mut self) -> Vec<pb::TaskStatus> {
+        self.unsent_at.clear();
+        std::mem::take(&mut self.unsent)
     }
 
     /// Writes the checkpoint if it is behind, then sends the updates recorded since the
@@ -204,7 +202,7 @@ impl AgentActor {
         if self.dirty {
             self.checkpoint();
         }
-        for status in std::mem::take(&mut self.unsent) {
+        for status in self.clear_unsent() {
             self.send(Body::StatusUpdate(pb::StatusUpdate {
                 status: Some(status),
             }));
@@ -434,7 +432,7 @@ impl Handler<Registered> for AgentActor {
         if self.dirty || self.acked {
             self.checkpoint();
         }
-        self.unsent.clear();
+        self.clear_unsent();
         let now = Instant::now();
         for p in self.pending.iter_mut() {
             p.next_retry = now;
@@ -541,6 +539,54 @@ impl Handler<FromMaster> for AgentActor {
     }
 }
 
+/// Queues an update to send (`unsent`) and to keep until acknowledged (`pending`).
+///
+/// A newer state of a task whose last unsent update is not terminal takes that update's
+/// place in both queues: the master never saw the older one, and the newer says more. A
+/// burst of a hundred tasks' three states each then costs a hundred lookups, not a scan
+/// and a shift per state.
+fn queue_update(
+    pending: &mut VecDeque<Pending>,
+    unsent: &mut Vec<pb::TaskStatus>,
+    unsent_at: &mut HashMap<String, usize>,
+    status: pb::TaskStatus,
+) {
+    let terminal = TaskState::try_from(status.state).is_ok_and(TaskState::is_terminal);
+    let entry = Pending {
+        status: status.clone(),
+        next_retry: Instant::now() + RETRY_FIRST,
+        backoff: RETRY_FIRST,
+    };
+    let superseded = if terminal {
+        unsent_at.remove(&status.task_id)
+    } else {
+        unsent_at.get(&status.task_id).copied()
+    };
+    if let Some(pos) = superseded {
+        let old = std::mem::replace(&mut unsent[pos], status);
+        // `unsent` is the tail of `pending`; if an acknowledgement of a resent copy broke
+        // that, the entry is found by its update id.
+        let at = pending.len().checked_sub(unsent.len() - pos);
+        let i = at
+            .filter(|&i| pending[i].status.update_id == old.update_id)
+            .or_else(|| {
+                pending
+                    .iter()
+                    .rposition(|p| p.status.update_id == old.update_id)
+            });
+        match i {
+            Some(i) => pending[i] = entry,
+            None => pending.push_back(entry),
+        }
+    } else {
+        if !terminal {
+            unsent_at.insert(status.task_id.clone(), unsent.len());
+        }
+        pending.push_back(entry);
+        unsent.push(status);
+    }
+}
+
 /// The tasks the agent holds now (for `/metrics`).
 #[derive(Message)]
 #[rtype(result = "Vec<pb::TaskInfo>")]
@@ -551,5 +597,95 @@ impl Handler<ListAgentTasks> for AgentActor {
 
     fn handle(&mut self, _: ListAgentTasks, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.tasks.values().cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(task: &str, state: TaskState, id: &str) -> pb::TaskStatus {
+        pb::TaskStatus {
+            task_id: task.into(),
+            state: state as i32,
+            update_id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    fn queue(updates: Vec<pb::TaskStatus>) -> (VecDeque<Pending>, Vec<pb::TaskStatus>) {
+        let (mut pending, mut unsent, mut at) = (VecDeque::new(), Vec::new(), HashMap::new());
+        for u in updates {
+            queue_update(&mut pending, &mut unsent, &mut at, u);
+        }
+        (pending, unsent)
+    }
+
+    fn ids<'a>(updates: impl IntoIterator<Item = &'a pb::TaskStatus>) -> Vec<&'a str> {
+        updates.into_iter().map(|u| u.update_id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_burst_of_states_sends_only_the_latest_of_each_task() {
+        use TaskState::*;
+        let (pending, unsent) = queue(vec![
+            update("a", TaskStaging, "a1"),
+            update("b", TaskStaging, "b1"),
+            update("a", TaskStarting, "a2"),
+            update("b", TaskStarting, "b2"),
+            update("a", TaskRunning, "a3"),
+            update("b", TaskRunning, "b3"),
+        ]);
+        assert_eq!(ids(&unsent), ["a3", "b3"]);
+        assert_eq!(ids(pending.iter().map(|p| &p.status)), ["a3", "b3"]);
+    }
+
+    #[test]
+    fn a_terminal_update_replaces_an_unsent_one_but_is_never_replaced() {
+        use TaskState::*;
+        let (pending, unsent) = queue(vec![
+            update("a", TaskRunning, "a1"),
+            update("b", TaskRunning, "b1"),
+            update("a", TaskFinished, "a2"),
+            // Nothing follows a terminal state; if something did, it would not hide it.
+            update("a", TaskRunning, "a3"),
+        ]);
+        assert_eq!(ids(&unsent), ["a2", "b1", "a3"]);
+        assert_eq!(ids(pending.iter().map(|p| &p.status)), ["a2", "b1", "a3"]);
+    }
+
+    #[test]
+    fn sent_updates_stay_pending_and_are_not_replaced() {
+        use TaskState::*;
+        let (mut pending, mut unsent, mut at) = (VecDeque::new(), Vec::new(), HashMap::new());
+        queue_update(
+            &mut pending,
+            &mut unsent,
+            &mut at,
+            update("a", TaskStarting, "a1"),
+        );
+        // A flush sends it.
+        unsent.clear();
+        at.clear();
+        queue_update(
+            &mut pending,
+            &mut unsent,
+            &mut at,
+            update("a", TaskRunning, "a2"),
+        );
+        queue_update(
+            &mut pending,
+            &mut unsent,
+            &mut at,
+            update("b", TaskRunning, "b1"),
+        );
+        queue_update(
+            &mut pending,
+            &mut unsent,
+            &mut at,
+            update("a", TaskKilled, "a3"),
+        );
+        assert_eq!(ids(&unsent), ["a3", "b1"]);
+        assert_eq!(ids(pending.iter().map(|p| &p.status)), ["a1", "a3", "b1"]);
     }
 }

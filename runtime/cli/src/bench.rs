@@ -272,6 +272,9 @@ pub fn placements(o: &PlacementsOpts) -> anyhow::Result<()> {
     let client = master.client()?;
     let agents = SimAgents::start(&master, o.agents, o.tasks)?;
     agents.wait_registered(&client, 0)?;
+    // One connection for every request, as a framework's client would keep: the figure
+    // is the cluster's, not a handshake's per poll.
+    let session = crate::client::Session::connect(&client)?;
     println!(
         "placements: hello framework (C scheduler), {} tasks on {} simulated agents over QUIC, {} runs; allocation every {:?}",
         o.tasks, o.agents, o.runs, o.allocation_interval
@@ -294,16 +297,15 @@ pub fn placements(o: &PlacementsOpts) -> anyhow::Result<()> {
             ..Default::default()
         });
         let start = Instant::now();
-        let id = match crate::client::upload(&client, header, hello)? {
+        let id = match session.upload(header, hello)? {
             R::Framework(f) => f.framework_id,
             other => return Err(anyhow!("unexpected answer from the master: {other:?}")),
         };
         let mut next_report = 5;
         let running = loop {
-            let f = match crate::client::request(
-                &client,
-                Kind::ListFrameworks(pb::ListFrameworks { name: id.clone() }),
-            )? {
+            let f = match session.request(Kind::ListFrameworks(pb::ListFrameworks {
+                name: id.clone(),
+            }))? {
                 R::Frameworks(l) => l.frameworks.into_iter().next(),
                 other => return Err(anyhow!("unexpected answer from the master: {other:?}")),
             }
@@ -353,13 +355,11 @@ pub fn placements(o: &PlacementsOpts) -> anyhow::Result<()> {
         );
         rates.push(rate);
         // Free the cluster for the next run: kill the framework and wait for its tasks.
-        let _ = crate::client::request(
-            &client,
-            Kind::FrameworkKill(pb::FrameworkKill { name: id.clone() }),
-        )?;
+        let _ = session.request(Kind::FrameworkKill(pb::FrameworkKill { name: id.clone() }))?;
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            let used: u64 = crate::client::list_agents(&client)?
+            let used: u64 = session
+                .list_agents()?
                 .iter()
                 .map(|a| a.used.as_ref().map(|u| u.cpus_milli).unwrap_or(0))
                 .sum();
@@ -468,16 +468,25 @@ impl SimAgents {
         since_ms: u64,
     ) -> anyhow::Result<Instant> {
         let deadline = Instant::now() + Duration::from_secs(120);
+        // One connection while it works; a new one after the master restarted.
+        let mut session: Option<crate::client::Session> = None;
         loop {
-            let fresh = match crate::client::list_agents(client) {
-                Ok(agents) => agents
+            if session.is_none() {
+                session = crate::client::Session::connect(client).ok();
+            }
+            let fresh = match session.as_ref().map(crate::client::Session::list_agents) {
+                Some(Ok(agents)) => agents
                     .iter()
                     .filter(|a| {
                         a.registered_at_ms >= since_ms
                             && a.state == pb::AgentState::AgentActive as i32
                     })
                     .count() as u32,
-                Err(_) => 0,
+                Some(Err(_)) => {
+                    session = None;
+                    0
+                }
+                None => 0,
             };
             if fresh >= self.n {
                 return Ok(Instant::now());

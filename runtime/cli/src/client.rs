@@ -1,4 +1,4 @@
-//! One request to the master over QUIC, as every client command makes it.
+//! Requests to the master over QUIC: one per command, or many on a [`Session`].
 
 use std::time::Duration;
 
@@ -16,11 +16,11 @@ pub fn request(opts: &ClientOpts, kind: Kind) -> anyhow::Result<R> {
 
 /// Sends several requests on one stream and returns the master's one answer.
 fn request_many(opts: &ClientOpts, kinds: Vec<Kind>) -> anyhow::Result<R> {
-    let mut answer = None;
-    stream_many(opts, kinds, |body| {
-        answer = Some(body);
-        Ok(false)
-    })?;
+    Session::connect(opts)?.request_many(kinds)
+}
+
+/// The master's one answer on a stream, as a result.
+fn one_answer(opts: &ClientOpts, answer: Option<Body>) -> anyhow::Result<R> {
     match answer {
         Some(Body::Response(pb::Response {
             kind: Some(R::Error(e)),
@@ -33,10 +33,7 @@ fn request_many(opts: &ClientOpts, kinds: Vec<Kind>) -> anyhow::Result<R> {
 
 /// The agents the master knows.
 pub fn list_agents(opts: &ClientOpts) -> anyhow::Result<Vec<pb::AgentInfo>> {
-    match request(opts, Kind::ListAgents(pb::ListAgents {}))? {
-        R::Agents(list) => Ok(list.agents),
-        other => Err(anyhow!("unexpected answer from the master: {other:?}")),
-    }
+    Session::connect(opts)?.list_agents()
 }
 
 /// Sends one request and hands every answer on the stream to `each` until it returns
@@ -54,46 +51,117 @@ pub fn stream(
 pub fn stream_many(
     opts: &ClientOpts,
     kinds: Vec<Kind>,
-    mut each: impl FnMut(Body) -> anyhow::Result<bool>,
+    each: impl FnMut(Body) -> anyhow::Result<bool>,
 ) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(async {
+    Session::connect(opts)?.stream_many(kinds, each)
+}
+
+/// One connection to the master for many requests, each on its own stream. A command
+/// makes one request and closes; a tool that asks again and again (the benchmarks' polls)
+/// keeps a session, and pays for neither a handshake per request nor the close's
+/// draining wait (three probe timeouts, about 80 ms).
+pub struct Session {
+    rt: tokio::runtime::Runtime,
+    endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    opts: ClientOpts,
+}
+
+impl Session {
+    /// Connects to the master `opts` names.
+    pub fn connect(opts: &ClientOpts) -> anyhow::Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
         let ca = opts.ca_path();
-        let endpoint = corral_transport::client_endpoint(&ca).with_context(|| {
-            format!(
-                "cannot use the cluster CA {} (pass --ca with the master's ca.pem)",
-                ca.display()
-            )
+        let (endpoint, conn) = rt.block_on(async {
+            let endpoint = corral_transport::client_endpoint(&ca).with_context(|| {
+                format!(
+                    "cannot use the cluster CA {} (pass --ca with the master's ca.pem)",
+                    ca.display()
+                )
+            })?;
+            let conn =
+                corral_transport::connect(&endpoint, opts.master, Duration::from_secs(3)).await?;
+            anyhow::Ok((endpoint, conn))
         })?;
-        let conn =
-            corral_transport::connect(&endpoint, opts.master, Duration::from_secs(3)).await?;
-        let (mut send, mut recv) = open_stream(&conn, corral_wire::DEFAULT_MAX_FRAME).await?;
-        for kind in kinds {
-            send.send_body(Body::Request(pb::Request { kind: Some(kind) }))
-                .await?;
+        Ok(Self {
+            rt,
+            endpoint,
+            conn,
+            opts: opts.clone(),
+        })
+    }
+
+    /// Sends one request and returns the master's answer.
+    pub fn request(&self, kind: Kind) -> anyhow::Result<R> {
+        self.request_many(vec![kind])
+    }
+
+    /// Sends several requests on one stream and returns the master's one answer.
+    pub fn request_many(&self, kinds: Vec<Kind>) -> anyhow::Result<R> {
+        let mut answer = None;
+        self.stream_many(kinds, |body| {
+            answer = Some(body);
+            Ok(false)
+        })?;
+        one_answer(&self.opts, answer)
+    }
+
+    /// Sends `header` and then `bytes` in chunks on one stream (see [`upload`]).
+    pub fn upload(&self, header: Kind, bytes: &[u8]) -> anyhow::Result<R> {
+        self.request_many(upload_kinds(header, bytes))
+    }
+
+    /// The agents the master knows.
+    pub fn list_agents(&self) -> anyhow::Result<Vec<pb::AgentInfo>> {
+        match self.request(Kind::ListAgents(pb::ListAgents {}))? {
+            R::Agents(list) => Ok(list.agents),
+            other => Err(anyhow!("unexpected answer from the master: {other:?}")),
         }
-        send.finish();
-        let result = loop {
-            match recv.recv_envelope().await {
-                Ok(Some(env)) => match corral_wire::check_version(env) {
-                    Ok(body) => match each(body) {
-                        Ok(true) => continue,
-                        Ok(false) => break Ok(()),
-                        Err(e) => break Err(e),
-                    },
-                    Err(e) => break Err(e.into()),
-                },
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(e.into()),
+    }
+
+    /// Sends several requests on one new stream, then hands every answer to `each` until
+    /// it returns `Ok(false)` or the stream ends.
+    pub fn stream_many(
+        &self,
+        kinds: Vec<Kind>,
+        mut each: impl FnMut(Body) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        self.rt.block_on(async {
+            let (mut send, mut recv) =
+                open_stream(&self.conn, corral_wire::DEFAULT_MAX_FRAME).await?;
+            for kind in kinds {
+                send.send_body(Body::Request(pb::Request { kind: Some(kind) }))
+                    .await?;
             }
-        };
-        conn.close(0u32.into(), b"done");
-        endpoint.wait_idle().await;
-        result
-    })
+            send.finish();
+            loop {
+                match recv.recv_envelope().await {
+                    Ok(Some(env)) => match corral_wire::check_version(env) {
+                        Ok(body) => match each(body) {
+                            Ok(true) => continue,
+                            Ok(false) => break Ok(()),
+                            Err(e) => break Err(e),
+                        },
+                        Err(e) => break Err(e.into()),
+                    },
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e.into()),
+                }
+            }
+        })
+    }
+}
+
+impl Drop for Session {
+    /// Closes the connection and waits until the master has been told, so that it frees
+    /// the connection at once rather than after the idle timeout.
+    fn drop(&mut self) {
+        self.conn.close(0u32.into(), b"done");
+        self.rt.block_on(self.endpoint.wait_idle());
+    }
 }
 
 /// Bytes of a component per frame: well under the master's default frame limit.
@@ -102,6 +170,11 @@ const CHUNK: usize = 1 << 20;
 /// Sends `header` and then `bytes` in `PolicyChunk`s on one stream, and returns the
 /// master's answer.
 pub fn upload(opts: &ClientOpts, header: Kind, bytes: &[u8]) -> anyhow::Result<R> {
+    request_many(opts, upload_kinds(header, bytes))
+}
+
+/// `header`, then `bytes` in [`CHUNK`]-sized `PolicyChunk`s (one, empty, for no bytes).
+fn upload_kinds(header: Kind, bytes: &[u8]) -> Vec<Kind> {
     let mut kinds = vec![header];
     let pieces: Vec<&[u8]> = if bytes.is_empty() {
         vec![&[][..]]
@@ -115,7 +188,7 @@ pub fn upload(opts: &ClientOpts, header: Kind, bytes: &[u8]) -> anyhow::Result<R
             last: i + 1 == n,
         }));
     }
-    request_many(opts, kinds)
+    kinds
 }
 
 /// Reads a policy component: a file, or the name of one built into `corral`.

@@ -260,7 +260,7 @@ pub struct UpOpts {
 }
 
 /// How a client command reaches the master.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ClientOpts {
     /// The master's QUIC address.
     #[arg(long, env = "CORRAL_MASTER", default_value = "127.0.0.1:5050")]

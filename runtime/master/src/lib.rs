@@ -86,6 +86,14 @@ impl QuicRuntime {
         f()
     }
 
+    /// A handle to spawn on this runtime.
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.0 {
+            Some(rt) => rt.handle().clone(),
+            None => tokio::runtime::Handle::current(),
+        }
+    }
+
     /// Runs `task` on this runtime. Connections accepted there have their drivers there too.
     fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         if let Some(rt) = &self.0 {
@@ -188,6 +196,7 @@ impl Master {
                 registry: registry.clone(),
                 allocator: allocator.clone(),
                 host,
+                quic: quic.handle(),
             },
             config.clone(),
         ));

@@ -36,6 +36,8 @@ pub struct Services {
     pub allocator: Addr<AllocatorActor>,
     /// The policy host, for frameworks' schedulers.
     pub host: corral_policy::PolicyHost,
+    /// The QUIC thread's runtime, where each agent's writer runs.
+    pub quic: tokio::runtime::Handle,
 }
 
 /// Accepts connections until the endpoint closes and completes their handshakes; runs on
@@ -98,7 +100,10 @@ async fn serve_connection(conn: quinn::Connection, services: Services, config: M
             let mut send = FramedSend::new(send);
             let mut recv = FramedRecv::new(recv, max_frame);
             let first = recv.recv().await;
-            match serve_stream(&conn, &mut send, first, recv, services, hb).await {
+            if let Ok(Some(Body::RegisterAgent(reg))) = first {
+                return serve_agent(&conn, send, reg, recv, services, hb).await;
+            }
+            match serve_stream(&mut send, first, recv, services).await {
                 Ok(()) => {}
                 // The peer went away: nothing to tell it.
                 Err(
@@ -130,56 +135,16 @@ async fn reject(conn: &quinn::Connection, send: &mut FramedSend, err: &Transport
 }
 
 async fn serve_stream(
-    conn: &quinn::Connection,
     send: &mut FramedSend,
     first: Result<Option<Body>, TransportError>,
     mut recv: FramedRecv,
     services: Services,
-    heartbeat_interval: std::time::Duration,
 ) -> Result<(), TransportError> {
     let registry = services.registry.clone();
     let Some(first) = first? else {
         return Ok(());
     };
     match first {
-        Body::RegisterAgent(reg) => {
-            let (tx, mut rx) = mpsc::unbounded_channel::<pb::Envelope>();
-            let registration = registration(&reg, conn.remote_address().to_string())?;
-            let (agent_id, session) = match registry
-                .send(RegisterAgent {
-                    registration,
-                    link: tx.clone(),
-                    conn: Some(conn.clone()),
-                    tasks: reg.tasks.clone(),
-                })
-                .await
-            {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    return Err(TransportError::Remote {
-                        code: "invalid_registration".into(),
-                        message: e.to_string(),
-                    })
-                }
-                Err(_) => {
-                    return Err(TransportError::Remote {
-                        code: "unavailable".into(),
-                        message: "the master is shutting down".into(),
-                    })
-                }
-            };
-            send.send_body(Body::AgentRegistered(pb::AgentRegistered {
-                agent_id: agent_id.clone(),
-                heartbeat_interval_ms: heartbeat_interval.as_millis() as u64,
-            }))
-            .await?;
-            AgentSession::start(agent_id, session, registry, tx, conn.clone(), recv);
-            // This task now writes everything the master sends the agent.
-            while let Some(env) = rx.recv().await {
-                send.send(&env).await?;
-            }
-            Ok(())
-        }
         Body::Request(pb::Request {
             kind: Some(pb::request::Kind::TaskLogs(req)),
         }) => relay_logs(req, &registry, send).await,
@@ -215,6 +180,85 @@ async fn serve_stream(
         }
         other => Err(unexpected(&other)),
     }
+}
+
+/// Serves an agent's stream: registers it, starts its session actor (which reads what the
+/// agent sends) and writes everything the master sends it. The writer runs on the QUIC
+/// thread: a launch committed by the store goes out at once, without waiting for the
+/// registry's thread, which may be busy with the rest of the burst.
+async fn serve_agent(
+    conn: &quinn::Connection,
+    mut send: FramedSend,
+    reg: pb::RegisterAgent,
+    recv: FramedRecv,
+    services: Services,
+    heartbeat_interval: std::time::Duration,
+) {
+    let registry = services.registry.clone();
+    let (tx, rx) = mpsc::unbounded_channel::<pb::Envelope>();
+    let registered = async {
+        let registration = registration(&reg, conn.remote_address().to_string())?;
+        let (agent_id, session) = match registry
+            .send(RegisterAgent {
+                registration,
+                link: tx.clone(),
+                conn: Some(conn.clone()),
+                tasks: reg.tasks,
+            })
+            .await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                return Err(TransportError::Remote {
+                    code: "invalid_registration".into(),
+                    message: e.to_string(),
+                })
+            }
+            Err(_) => {
+                return Err(TransportError::Remote {
+                    code: "unavailable".into(),
+                    message: "the master is shutting down".into(),
+                })
+            }
+        };
+        send.send_body(Body::AgentRegistered(pb::AgentRegistered {
+            agent_id: agent_id.clone(),
+            heartbeat_interval_ms: heartbeat_interval.as_millis() as u64,
+        }))
+        .await?;
+        Ok((agent_id, session))
+    }
+    .await;
+    let (agent_id, session) = match registered {
+        Ok(r) => r,
+        Err(e @ (TransportError::Connection(_) | TransportError::Write(_))) => {
+            tracing::debug!(error = %e, "agent stream ended");
+            return;
+        }
+        Err(e) => return reject(conn, &mut send, &e).await,
+    };
+    AgentSession::start(agent_id, session, registry, tx, conn.clone(), recv);
+    match services.quic.spawn(write_to_agent(send, rx)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "agent stream ended"),
+        Err(e) => tracing::warn!(error = %e, "an agent's writer stopped"),
+    }
+}
+
+/// The most envelopes written to an agent in one write.
+const WRITE_BATCH: usize = 256;
+
+/// Writes what the master sends an agent, every envelope that is waiting in one write.
+async fn write_to_agent(
+    mut send: FramedSend,
+    mut rx: mpsc::UnboundedReceiver<pb::Envelope>,
+) -> Result<(), TransportError> {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        send.send_many(&batch).await?;
+        batch.clear();
+    }
+    Ok(())
 }
 
 fn unexpected(body: &Body) -> TransportError {

@@ -1,6 +1,6 @@
 //! Envelope frames on QUIC streams.
 
-use corral_wire::{check_version, encode_frame, pb, FrameDecoder};
+use corral_wire::{check_version, encode_frame, encode_frame_into, pb, FrameDecoder};
 
 use crate::TransportError;
 
@@ -23,6 +23,19 @@ impl FramedSend {
     pub async fn send(&mut self, env: &pb::Envelope) -> Result<(), TransportError> {
         let frame = encode_frame(env)?;
         self.inner.write_all(&frame).await?;
+        Ok(())
+    }
+
+    /// Sends envelopes, one frame each, in one write.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub async fn send_many(&mut self, envs: &[pb::Envelope]) -> Result<(), TransportError> {
+        let mut buf = bytes::BytesMut::new();
+        for env in envs {
+            encode_frame_into(env, &mut buf)?;
+        }
+        self.inner.write_all(&buf).await?;
         Ok(())
     }
 

@@ -51,16 +51,26 @@ impl FrameError {
 /// # Errors
 /// [`FrameError::TooLarge`] when the encoding does not fit a 32-bit length.
 pub fn encode_frame(env: &pb::Envelope) -> Result<BytesMut, FrameError> {
+    let mut buf = BytesMut::with_capacity(FRAME_HEADER + env.encoded_len());
+    encode_frame_into(env, &mut buf)?;
+    Ok(buf)
+}
+
+/// Appends one envelope's frame to `buf` (frames for one write, back to back).
+///
+/// # Errors
+/// As [`encode_frame`]; `buf` is then left as it was.
+pub fn encode_frame_into(env: &pb::Envelope, buf: &mut BytesMut) -> Result<(), FrameError> {
     let len = env.encoded_len();
     let size = u32::try_from(len).map_err(|_| FrameError::TooLarge {
         size: len,
         limit: u32::MAX as usize,
     })?;
-    let mut buf = BytesMut::with_capacity(FRAME_HEADER + len);
+    buf.reserve(FRAME_HEADER + len);
     buf.put_u32(size);
-    env.encode(&mut buf)
+    env.encode(buf)
         .map_err(|e| FrameError::Malformed(e.to_string()))?;
-    Ok(buf)
+    Ok(())
 }
 
 /// Splits a byte stream into envelopes.

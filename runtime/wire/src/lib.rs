@@ -21,7 +21,9 @@
 
 mod frame;
 
-pub use frame::{encode_frame, FrameDecoder, FrameError, DEFAULT_MAX_FRAME, FRAME_HEADER};
+pub use frame::{
+    encode_frame, encode_frame_into, FrameDecoder, FrameError, DEFAULT_MAX_FRAME, FRAME_HEADER,
+};
 
 /// The generated protobuf types.
 pub mod pb {
