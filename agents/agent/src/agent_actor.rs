@@ -6,7 +6,7 @@
 //! and resent in order whenever the agent registers again (after the master or the link
 //! was away).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,7 +43,7 @@ pub struct AgentActor {
     config: AgentConfig,
     containerizer: Arc<dyn Containerizer>,
     statuses: Option<mpsc::Receiver<pb::TaskStatus>>,
-    tasks: BTreeMap<String, pb::TaskInfo>,
+    tasks: HashMap<String, pb::TaskInfo>,
     pending: VecDeque<Pending>,
     link: Option<mpsc::UnboundedSender<pb::Envelope>>,
     /// Updates recorded but not yet written to the checkpoint and sent; they are also the
@@ -596,8 +596,14 @@ impl Handler<ListAgentTasks> for AgentActor {
     type Result = MessageResult<ListAgentTasks>;
 
     fn handle(&mut self, _: ListAgentTasks, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.tasks.values().cloned().collect())
+        let mut tasks: Vec<pb::TaskInfo> = self.tasks.values().cloned().collect();
+        tasks.sort_by(|a, b| task_id(a).cmp(task_id(b)));
+        MessageResult(tasks)
     }
+}
+
+fn task_id(t: &pb::TaskInfo) -> &str {
+    t.spec.as_ref().map_or("", |s| s.task_id.as_str())
 }
 
 #[cfg(test)]
