@@ -46,12 +46,8 @@ pub struct AgentActor {
     tasks: HashMap<String, pb::TaskInfo>,
     pending: VecDeque<Pending>,
     link: Option<mpsc::UnboundedSender<pb::Envelope>>,
-    /// Updates recorded but not yet written to the checkpoint and sent; they are also the
-    /// last entries of `pending`, in the same order.
-    unsent: Vec<pb::TaskStatus>,
-    /// Where in `unsent` each task's latest non-terminal update is (the one a newer state
-    /// of the task replaces).
-    unsent_at: HashMap<String, usize>,
+    /// Updates recorded but not yet written to the checkpoint and sent.
+    unsent: Unsent,
     /// The checkpoint is behind the agent's state.
     dirty: bool,
     flush_scheduled: bool,
@@ -119,8 +115,7 @@ impl AgentActor {
                 })
                 .collect(),
             link: None,
-            unsent: Vec::new(),
-            unsent_at: HashMap::new(),
+            unsent: Unsent::default(),
             dirty: false,
             flush_scheduled: false,
             acked: false,
@@ -163,7 +158,7 @@ impl AgentActor {
             }
         }
         // Not connected yet: the recorded updates go out as pending ones on registration.
-        self.clear_unsent();
+        self.unsent.take();
         self.checkpoint();
     }
 
@@ -181,19 +176,8 @@ impl AgentActor {
         if let Some(task) = self.tasks.get_mut(&status.task_id) {
             task.status = Some(status.clone());
         }
-        queue_update(
-            &mut self.pending,
-            &mut self.unsent,
-            &mut self.unsent_at,
-            status,
-        );
+        queue_update(&mut self.pending, &mut self.unsent, status);
         self.dirty = true;
-    }
-
-    /// Forgets which updates are unsent (they were sent, or go out as pending ones).
-    fn clear_unsent(&mut self) -> Vec<pb::TaskStatus> {
-        self.unsent_at.clear();
-        std::mem::take(&mut self.unsent)
     }
 
     /// Writes the checkpoint if it is behind, then sends the updates recorded since the
@@ -202,7 +186,7 @@ impl AgentActor {
         if self.dirty {
             self.checkpoint();
         }
-        for status in self.clear_unsent() {
+        for status in self.unsent.take() {
             self.send(Body::StatusUpdate(pb::StatusUpdate {
                 status: Some(status),
             }));
@@ -432,7 +416,7 @@ impl Handler<Registered> for AgentActor {
         if self.dirty || self.acked {
             self.checkpoint();
         }
-        self.clear_unsent();
+        self.unsent.take();
         let now = Instant::now();
         for p in self.pending.iter_mut() {
             p.next_retry = now;
@@ -539,18 +523,31 @@ impl Handler<FromMaster> for AgentActor {
     }
 }
 
+/// Updates recorded but not yet sent: the last entries of the agent's `pending` queue, in
+/// the same order.
+#[derive(Default)]
+struct Unsent {
+    updates: Vec<pb::TaskStatus>,
+    /// Where in `updates` each task's latest non-terminal update is (the one a newer state
+    /// of the task replaces).
+    at: HashMap<String, usize>,
+}
+
+impl Unsent {
+    /// All of them, to send (or to leave to the pending queue); none are left.
+    fn take(&mut self) -> Vec<pb::TaskStatus> {
+        self.at.clear();
+        std::mem::take(&mut self.updates)
+    }
+}
+
 /// Queues an update to send (`unsent`) and to keep until acknowledged (`pending`).
 ///
 /// A newer state of a task whose last unsent update is not terminal takes that update's
 /// place in both queues: the master never saw the older one, and the newer says more. A
 /// burst of a hundred tasks' three states each then costs a hundred lookups, not a scan
 /// and a shift per state.
-fn queue_update(
-    pending: &mut VecDeque<Pending>,
-    unsent: &mut Vec<pb::TaskStatus>,
-    unsent_at: &mut HashMap<String, usize>,
-    status: pb::TaskStatus,
-) {
+fn queue_update(pending: &mut VecDeque<Pending>, unsent: &mut Unsent, status: pb::TaskStatus) {
     let terminal = TaskState::try_from(status.state).is_ok_and(TaskState::is_terminal);
     let entry = Pending {
         status: status.clone(),
@@ -558,32 +555,34 @@ fn queue_update(
         backoff: RETRY_FIRST,
     };
     let superseded = if terminal {
-        unsent_at.remove(&status.task_id)
+        unsent.at.remove(&status.task_id)
     } else {
-        unsent_at.get(&status.task_id).copied()
+        unsent.at.get(&status.task_id).copied()
     };
-    if let Some(pos) = superseded {
-        let old = std::mem::replace(&mut unsent[pos], status);
-        // `unsent` is the tail of `pending`; if an acknowledgement of a resent copy broke
-        // that, the entry is found by its update id.
-        let at = pending.len().checked_sub(unsent.len() - pos);
-        let i = at
-            .filter(|&i| pending[i].status.update_id == old.update_id)
-            .or_else(|| {
-                pending
-                    .iter()
-                    .rposition(|p| p.status.update_id == old.update_id)
-            });
-        match i {
-            Some(i) => pending[i] = entry,
-            None => pending.push_back(entry),
-        }
-    } else {
+    let Some(pos) = superseded else {
         if !terminal {
-            unsent_at.insert(status.task_id.clone(), unsent.len());
+            unsent
+                .at
+                .insert(status.task_id.clone(), unsent.updates.len());
         }
         pending.push_back(entry);
-        unsent.push(status);
+        unsent.updates.push(status);
+        return;
+    };
+    let old = std::mem::replace(&mut unsent.updates[pos], status);
+    // The unsent updates are the tail of `pending`; if an acknowledgement of a resent copy
+    // broke that, the entry is found by its update id.
+    let at = pending.len().checked_sub(unsent.updates.len() - pos);
+    let i = at
+        .filter(|&i| pending[i].status.update_id == old.update_id)
+        .or_else(|| {
+            pending
+                .iter()
+                .rposition(|p| p.status.update_id == old.update_id)
+        });
+    match i {
+        Some(i) => pending[i] = entry,
+        None => pending.push_back(entry),
     }
 }
 
@@ -620,11 +619,11 @@ mod tests {
     }
 
     fn queue(updates: Vec<pb::TaskStatus>) -> (VecDeque<Pending>, Vec<pb::TaskStatus>) {
-        let (mut pending, mut unsent, mut at) = (VecDeque::new(), Vec::new(), HashMap::new());
+        let (mut pending, mut unsent) = (VecDeque::new(), Unsent::default());
         for u in updates {
-            queue_update(&mut pending, &mut unsent, &mut at, u);
+            queue_update(&mut pending, &mut unsent, u);
         }
-        (pending, unsent)
+        (pending, unsent.take())
     }
 
     fn ids<'a>(updates: impl IntoIterator<Item = &'a pb::TaskStatus>) -> Vec<&'a str> {
@@ -663,35 +662,18 @@ mod tests {
     #[test]
     fn sent_updates_stay_pending_and_are_not_replaced() {
         use TaskState::*;
-        let (mut pending, mut unsent, mut at) = (VecDeque::new(), Vec::new(), HashMap::new());
-        queue_update(
-            &mut pending,
-            &mut unsent,
-            &mut at,
-            update("a", TaskStarting, "a1"),
-        );
+        let (mut pending, mut unsent) = (VecDeque::new(), Unsent::default());
+        queue_update(&mut pending, &mut unsent, update("a", TaskStarting, "a1"));
         // A flush sends it.
-        unsent.clear();
-        at.clear();
-        queue_update(
-            &mut pending,
-            &mut unsent,
-            &mut at,
+        unsent.take();
+        for u in [
             update("a", TaskRunning, "a2"),
-        );
-        queue_update(
-            &mut pending,
-            &mut unsent,
-            &mut at,
             update("b", TaskRunning, "b1"),
-        );
-        queue_update(
-            &mut pending,
-            &mut unsent,
-            &mut at,
             update("a", TaskKilled, "a3"),
-        );
-        assert_eq!(ids(&unsent), ["a3", "b1"]);
+        ] {
+            queue_update(&mut pending, &mut unsent, u);
+        }
+        assert_eq!(ids(&unsent.take()), ["a3", "b1"]);
         assert_eq!(ids(pending.iter().map(|p| &p.status)), ["a1", "a3", "b1"]);
     }
 }

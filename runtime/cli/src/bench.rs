@@ -569,8 +569,8 @@ pub fn restart(o: &RestartOpts) -> anyhow::Result<()> {
     }
     // Tasks running, and tasks that ended (hello does not relaunch them, so a fill that
     // lost some can never finish).
-    let count = |client: &crate::opts::ClientOpts| -> anyhow::Result<(u32, u32)> {
-        match crate::client::request(client, Kind::ListFrameworks(pb::ListFrameworks::default()))? {
+    let count = |session: &crate::client::Session| -> anyhow::Result<(u32, u32)> {
+        match session.request(Kind::ListFrameworks(pb::ListFrameworks::default()))? {
             R::Frameworks(l) => Ok(l.frameworks.iter().flat_map(|f| f.tasks.iter()).fold(
                 (0, 0),
                 |(running, ended), c| match pb::TaskState::from_str_name(&c.state) {
@@ -582,10 +582,11 @@ pub fn restart(o: &RestartOpts) -> anyhow::Result<()> {
             other => Err(anyhow!("unexpected answer from the master: {other:?}")),
         }
     };
-    let running = |client: &crate::opts::ClientOpts| count(client).map(|(running, _)| running);
+    let running = |session: &crate::client::Session| count(session).map(|(running, _)| running);
+    let filling = crate::client::Session::connect(&client)?;
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
-        let (n, ended) = count(&client)?;
+        let (n, ended) = count(&filling)?;
         if n >= o.tasks {
             break;
         }
@@ -603,6 +604,7 @@ pub fn restart(o: &RestartOpts) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    drop(filling);
     println!(
         "restart: {} simulated agents, {} tasks in {} frameworks (filled in {:.1} s); {} restarts (kill -9, then start)",
         o.agents,
@@ -618,7 +620,7 @@ pub fn restart(o: &RestartOpts) -> anyhow::Result<()> {
         master.restart()?;
         let serving = agents.wait_registered(&client, since_ms)?;
         let took = serving - start;
-        let n = running(&client)?;
+        let n = running(&crate::client::Session::connect(&client)?)?;
         println!(
             "  run {}: serving with all {} agents re-registered after {:.3} s ({} tasks running)",
             run + 1,

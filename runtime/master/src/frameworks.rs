@@ -8,10 +8,84 @@ use std::sync::Arc;
 
 use actix::Addr;
 use corral_core::{view, Resources};
+use corral_policy::scheduler as wit;
 use corral_policy::SchedulerSlot;
 use corral_wire::pb;
 
 use crate::framework_actor::FrameworkActor;
+
+/// A framework's scheduler records of its tasks, in launch order, kept up to date as its
+/// tasks change (a turn copies them instead of building 10,000 records afresh), and what
+/// its unfinished tasks hold (summed again only after a change).
+#[derive(Debug, Default)]
+pub struct TaskRecords {
+    list: Vec<wit::Task>,
+    /// Task id → index in `list`.
+    index: HashMap<String, usize>,
+    /// The sum of `held`, until a record changes.
+    held: Option<view::Resources>,
+}
+
+impl TaskRecords {
+    /// The records, in launch order.
+    pub fn list(&self) -> &[wit::Task] {
+        &self.list
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The record of `task_id`.
+    pub fn get(&self, task_id: &str) -> Option<&wit::Task> {
+        self.index.get(task_id).map(|&i| &self.list[i])
+    }
+
+    /// Appends the record of the task launched last.
+    pub fn push(&mut self, task: wit::Task) {
+        self.index.insert(task.task_id.clone(), self.list.len());
+        self.list.push(task);
+        self.held = None;
+    }
+
+    /// Replaces the record of `task.task_id`, if there is one.
+    pub fn replace(&mut self, task: wit::Task) {
+        if let Some(&i) = self.index.get(&task.task_id) {
+            self.list[i] = task;
+            self.held = None;
+        }
+    }
+
+    /// Forgets every record.
+    pub fn clear(&mut self) {
+        self.list.clear();
+        self.index.clear();
+        self.held = None;
+    }
+
+    /// What the unfinished tasks hold.
+    pub fn held(&mut self) -> view::Resources {
+        let list = &self.list;
+        *self.held.get_or_insert_with(|| {
+            list.iter().filter(|t| !wit::is_terminal(t.state)).fold(
+                view::Resources::ZERO,
+                |acc, t| {
+                    acc.saturating_add(&view::Resources::new(
+                        t.resources.cpus_milli,
+                        t.resources.mem_mb,
+                        t.resources.disk_mb,
+                    ))
+                },
+            )
+        })
+    }
+}
 
 /// The role of a framework submitted without one.
 pub const DEFAULT_ROLE: &str = "*";
@@ -79,16 +153,8 @@ pub struct Framework {
     pub updates: Vec<pb::TaskStatus>,
     /// Its tasks' ids, in launch order, with the workload generation they were launched under.
     pub tasks: Vec<(String, u32)>,
-    /// Its scheduler's records of `tasks`, in the same order, kept up to date as tasks
-    /// change (a turn copies them instead of building 10,000 records afresh).
-    pub view_tasks: Vec<corral_policy::scheduler::Task>,
-    /// Task id → index in `view_tasks`.
-    pub view_index: HashMap<String, usize>,
-    /// Counts the changes to `view_tasks`.
-    pub view_version: u64,
-    /// What its unfinished tasks hold, and the `view_version` it was summed at: an
-    /// allocation cycle sums them again only after a change.
-    pub held: (u64, corral_core::view::Resources),
+    /// Its scheduler's records of `tasks`, in the same order.
+    pub records: TaskRecords,
     pub calls: u64,
     pub errors: u64,
     pub last_error: String,
@@ -114,14 +180,6 @@ impl Framework {
         self.offers
             .values()
             .fold(Resources::default(), |acc, o| acc.add(&o.resources))
-    }
-
-    /// Appends the scheduler's record of a task it launched last.
-    pub fn push_view_task(&mut self, task: corral_policy::scheduler::Task) {
-        self.view_index
-            .insert(task.task_id.clone(), self.view_tasks.len());
-        self.view_tasks.push(task);
-        self.view_version += 1;
     }
 
     /// Whether `agent_id` is filtered at `now`.

@@ -68,43 +68,41 @@ pub struct Master {
 /// launches, so agents never take a busy master for a dead one. quinn runs a connection's
 /// driver on the runtime that accepts it, so connections are accepted here
 /// ([`server::handshakes`]) and only then handed to the actors.
-struct QuicRuntime(Option<tokio::runtime::Runtime>);
+struct QuicRuntime {
+    /// Taken when dropped.
+    rt: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+}
 
 impl QuicRuntime {
     fn start() -> std::io::Result<Self> {
-        tokio::runtime::Builder::new_multi_thread()
+        let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("corral-quic")
             .enable_all()
-            .build()
-            .map(|rt| QuicRuntime(Some(rt)))
+            .build()?;
+        Ok(QuicRuntime {
+            handle: rt.handle().clone(),
+            rt: Some(rt),
+        })
     }
 
     /// Runs `f` with this runtime as the current one (where quinn spawns its drivers).
     fn enter<T>(&self, f: impl FnOnce() -> T) -> T {
-        let _on = self.0.as_ref().map(tokio::runtime::Runtime::enter);
+        let _on = self.handle.enter();
         f()
     }
 
-    /// A handle to spawn on this runtime.
+    /// A handle to spawn on this runtime: connections accepted there have their drivers
+    /// there too.
     fn handle(&self) -> tokio::runtime::Handle {
-        match &self.0 {
-            Some(rt) => rt.handle().clone(),
-            None => tokio::runtime::Handle::current(),
-        }
-    }
-
-    /// Runs `task` on this runtime. Connections accepted there have their drivers there too.
-    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        if let Some(rt) = &self.0 {
-            rt.spawn(task);
-        }
+        self.handle.clone()
     }
 }
 
 impl Drop for QuicRuntime {
     fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
+        if let Some(rt) = self.rt.take() {
             // Allowed inside an async context, unlike dropping the runtime.
             rt.shutdown_background();
         }
@@ -135,7 +133,8 @@ impl Master {
         // Handshakes start now, on the QUIC thread, while the registry is read: agents
         // reconnecting to a restarted master are ready to re-register when it is.
         let (connections, handshaken) = tokio::sync::mpsc::unbounded_channel();
-        quic.spawn(server::handshakes(endpoint.clone(), connections));
+        quic.handle()
+            .spawn(server::handshakes(endpoint.clone(), connections));
         let started = std::time::Instant::now();
         let (store, loaded) = store::Store::open(&config.state_dir)?;
         let host = corral_policy::PolicyHost::new(corral_policy::PolicyConfig {

@@ -120,25 +120,23 @@ impl RegistryActor {
         let Some(fw) = self.frameworks.get_mut(fw_id) else {
             return;
         };
-        match fw.view_index.get(task_id) {
-            Some(&i) => {
-                let generation = fw.view_tasks[i].generation;
-                if let Some(t) = Self::view_task(&self.tasks, task_id, generation) {
-                    fw.view_tasks[i] = t;
-                    fw.view_version += 1;
+        match fw.records.get(task_id) {
+            Some(record) => {
+                if let Some(t) = Self::view_task(&self.tasks, task_id, record.generation) {
+                    fw.records.replace(t);
                 }
             }
             None => {
                 // New tasks are appended to `fw.tasks` before this is called, so records
                 // keep launch order; anything else is caught by the rebuild in `turn`.
-                if fw.view_tasks.len() + 1 != fw.tasks.len()
+                if fw.records.len() + 1 != fw.tasks.len()
                     || fw.tasks.last().map(|(id, _)| id.as_str()) != Some(task_id)
                 {
                     return;
                 }
                 let generation = fw.tasks.last().map(|(_, g)| *g).unwrap_or(0);
                 if let Some(t) = Self::view_task(&self.tasks, task_id, generation) {
-                    fw.push_view_task(t);
+                    fw.records.push(t);
                 }
             }
         }
@@ -215,32 +213,21 @@ impl RegistryActor {
         let mut frameworks = Vec::new();
         let mut framework_ids = Vec::new();
         let mut filters = Vec::new();
+        // What each active framework's tasks hold, in the order of the loop below.
+        let mut held = Vec::new();
         for fw in self.frameworks.values_mut().filter(|f| f.is_active()) {
             fw.expire_filters(now);
             ensure_view_tasks(&self.tasks, fw);
-            if fw.held.0 != fw.view_version {
-                let held = fw
-                    .view_tasks
-                    .iter()
-                    .filter(|t| !wit::is_terminal(t.state))
-                    .fold(view::Resources::ZERO, |acc, t| {
-                        acc.saturating_add(&view::Resources::new(
-                            t.resources.cpus_milli,
-                            t.resources.mem_mb,
-                            t.resources.disk_mb,
-                        ))
-                    });
-                fw.held = (fw.view_version, held);
-            }
+            held.push(fw.records.held());
         }
-        for fw in self.frameworks.values().filter(|f| f.is_active()) {
+        for (fw, held) in self.frameworks.values().filter(|f| f.is_active()).zip(held) {
             let role = *role_index.entry(fw.role.clone()).or_insert_with(|| {
                 roles.push(view::Role {
                     weight: self.roles.get(&fw.role).copied().unwrap_or(1.0),
                 });
                 roles.len() as u32 - 1
             });
-            let allocated = scalar(&fw.offered()).saturating_add(&fw.held.1);
+            let allocated = scalar(&fw.offered()).saturating_add(&held);
             let index = frameworks.len() as u32;
             for (agent_id, until) in &fw.filters {
                 if let Some(&agent) = agent_index.get(agent_id) {
@@ -368,7 +355,7 @@ impl RegistryActor {
             });
         }
         ensure_view_tasks(&self.tasks, fw);
-        let tasks = fw.view_tasks.clone();
+        let tasks = fw.records.list().to_vec();
         let view = SchedulerView {
             now_ms: now,
             framework_id: fw.id.clone(),
@@ -767,19 +754,14 @@ impl RegistryActor {
 /// Builds a framework's scheduler records in full when they are not in step with its
 /// tasks (after a restart); otherwise they are kept up to date change by change.
 fn ensure_view_tasks(tasks: &Tasks, fw: &mut Framework) {
-    if fw.view_tasks.len() == fw.tasks.len() {
+    if fw.records.len() == fw.tasks.len() {
         return;
     }
-    let records: Vec<wit::Task> = fw
-        .tasks
-        .iter()
-        .filter_map(|(task_id, generation)| RegistryActor::view_task(tasks, task_id, *generation))
-        .collect();
-    fw.view_tasks.clear();
-    fw.view_index.clear();
-    fw.view_version += 1;
-    for t in records {
-        fw.push_view_task(t);
+    fw.records.clear();
+    for (task_id, generation) in &fw.tasks {
+        if let Some(t) = RegistryActor::view_task(tasks, task_id, *generation) {
+            fw.records.push(t);
+        }
     }
 }
 
@@ -905,10 +887,7 @@ impl Handler<AddFramework> for RegistryActor {
             needs_schedule: true,
             updates: Vec::new(),
             tasks: Vec::new(),
-            view_tasks: Vec::new(),
-            view_index: HashMap::new(),
-            view_version: 0,
-            held: (u64::MAX, view::Resources::ZERO),
+            records: Default::default(),
             calls: 0,
             errors: 0,
             last_error: String::new(),

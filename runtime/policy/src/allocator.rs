@@ -197,19 +197,11 @@ fn res(r: &Resources) -> wit::Resources {
 }
 
 impl wit::ResourceColumns {
-    fn clear(&mut self) {
-        self.cpus_milli.clear();
-        self.mem_mb.clear();
-        self.disk_mb.clear();
-    }
-
     /// Makes the columns those of `items`, reusing their buffers.
     fn fill<T>(&mut self, items: &[T], r: impl Fn(&T) -> &Resources) {
-        self.clear();
-        self.cpus_milli
-            .extend(items.iter().map(|i| r(i).cpus_milli));
-        self.mem_mb.extend(items.iter().map(|i| r(i).mem_mb));
-        self.disk_mb.extend(items.iter().map(|i| r(i).disk_mb));
+        refill(&mut self.cpus_milli, items.iter().map(|i| r(i).cpus_milli));
+        refill(&mut self.mem_mb, items.iter().map(|i| r(i).mem_mb));
+        refill(&mut self.disk_mb, items.iter().map(|i| r(i).disk_mb));
     }
 
     /// Entry `i`, which the caller has checked is in all three columns.
@@ -246,26 +238,23 @@ fn fill_wit(w: &mut wit::AllocatorView, view: &AllocatorView) {
     w.now_ms = view.now_ms;
     w.total = res(&view.total);
     w.agents.fill(&view.agents, |a| a);
-    w.role_weights.clear();
-    w.role_weights.extend(view.roles.iter().map(|r| r.weight));
+    refill(&mut w.role_weights, view.roles.iter().map(|r| r.weight));
     let (fws, columns) = (&view.frameworks, &mut w.frameworks);
-    columns.role.clear();
-    columns.role.extend(fws.iter().map(|f| f.role));
+    refill(&mut columns.role, fws.iter().map(|f| f.role));
     columns.allocated.fill(fws, |f| &f.allocated);
     columns.demand.fill(fws, |f| &f.demand);
-    columns.wanted.clear();
-    columns.wanted.extend(fws.iter().map(|f| f.wanted));
-    columns.suppressed.clear();
-    columns.suppressed.extend(fws.iter().map(|f| f.suppressed));
+    refill(&mut columns.wanted, fws.iter().map(|f| f.wanted));
+    refill(&mut columns.suppressed, fws.iter().map(|f| f.suppressed));
     let (filters, columns) = (&view.filters, &mut w.filters);
-    columns.framework.clear();
-    columns
-        .framework
-        .extend(filters.iter().map(|f| f.framework));
-    columns.agent.clear();
-    columns.agent.extend(filters.iter().map(|f| f.agent));
-    columns.until_ms.clear();
-    columns.until_ms.extend(filters.iter().map(|f| f.until_ms));
+    refill(&mut columns.framework, filters.iter().map(|f| f.framework));
+    refill(&mut columns.agent, filters.iter().map(|f| f.agent));
+    refill(&mut columns.until_ms, filters.iter().map(|f| f.until_ms));
+}
+
+/// Makes `v` hold `items`, reusing its buffer.
+fn refill<T>(v: &mut Vec<T>, items: impl Iterator<Item = T>) {
+    v.clear();
+    v.extend(items);
 }
 
 // Not derived: bindgen makes the type, and deriving `Default` for every generated type

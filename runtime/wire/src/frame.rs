@@ -59,7 +59,7 @@ pub fn encode_frame(env: &pb::Envelope) -> Result<BytesMut, FrameError> {
 /// Appends one envelope's frame to `buf` (frames for one write, back to back).
 ///
 /// # Errors
-/// As [`encode_frame`]; `buf` is then left as it was.
+/// As [`encode_frame`].
 pub fn encode_frame_into(env: &pb::Envelope, buf: &mut BytesMut) -> Result<(), FrameError> {
     let len = env.encoded_len();
     let size = u32::try_from(len).map_err(|_| FrameError::TooLarge {
