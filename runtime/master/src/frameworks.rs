@@ -170,6 +170,18 @@ impl Framework {
         self.state == FrameworkState::Active
     }
 
+    /// What it wants now, as the allocator is told: nothing before its scheduler's first
+    /// turn. Otherwise a cycle that ran meanwhile would offer a new (or restored)
+    /// framework one whole agent (the default demand), and a scheduler that spreads its
+    /// tasks would stack them all there.
+    pub fn wanted_now(&self) -> u32 {
+        if self.calls + self.errors > 0 {
+            self.wanted
+        } else {
+            0
+        }
+    }
+
     /// Whether its scheduler has something to look at.
     pub fn has_work(&self) -> bool {
         self.is_active() && (self.fresh_offers || self.needs_schedule || !self.updates.is_empty())

@@ -242,7 +242,7 @@ impl RegistryActor {
                 role,
                 allocated,
                 demand: fw.demand,
-                wanted: fw.wanted,
+                wanted: fw.wanted_now(),
                 suppressed: fw.suppressed,
             });
             framework_ids.push(fw.id.clone());
@@ -390,6 +390,8 @@ impl RegistryActor {
         if !fw.is_active() {
             return;
         }
+        // Until its scheduler's first turn, a framework wants nothing (`wanted_now`).
+        let first_turn = fw.calls + fw.errors == 0;
         let decisions = match msg.result {
             Ok(d) => {
                 fw.calls += 1;
@@ -453,7 +455,7 @@ impl RegistryActor {
         }
         let wants_more = !fw.suppressed
             && fw.wanted > 0
-            && (fw.suppressed, fw.wanted, fw.demand) != wanted_before;
+            && (first_turn || (fw.suppressed, fw.wanted, fw.demand) != wanted_before);
         let id = msg.id;
         for (offer, specs) in launches {
             self.launch(&id, offer, specs, msg.generation, now);
