@@ -3,9 +3,14 @@
 //! The host gives every call a fresh instance and throws its memory away afterwards, so a
 //! policy never needs memory back: an allocation moves a pointer, freeing gives back only
 //! the latest allocation, and growing the latest allocation (a `Vec` being pushed to)
-//! happens in place. Memory comes from the host (`memory.grow`) a megabyte at a time. It
-//! is smaller and faster than the standard allocator (dlmalloc), whose code also cost
-//! compile time at every swap.
+//! happens in place. The heap starts where the linker put the end of the stack and static
+//! data (`__heap_base`), so the memory the component starts with is used first. The DRF is
+//! linked with 4 MiB of it (see `build.rs`), enough for a cycle of 10,000 agents, so such a
+//! cycle never grows its memory; growing costs the host an `mprotect` to open the new
+//! pages and another to close them when the pooled instance is reset. Past the initial
+//! memory, it comes from the host (`memory.grow`) a megabyte at a time. It is smaller and
+//! faster than the standard allocator (dlmalloc), which leaves the initial memory unused
+//! and whose code also cost compile time at every swap.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::arch::wasm32;
@@ -14,6 +19,11 @@ use core::cell::Cell;
 const PAGE: usize = 65536;
 /// The least memory taken from the host at once, in pages.
 const GROW_PAGES: usize = 16;
+
+extern "C" {
+    /// The first byte after the stack and static data (defined by the linker).
+    static __heap_base: u8;
+}
 
 pub struct Bump {
     /// The first free byte, and the end of memory (0 before the first allocation).
@@ -35,9 +45,10 @@ impl Bump {
     /// Makes `[.., end)` memory; false when the host refuses.
     fn reserve(&self, end: usize) -> bool {
         if self.end.get() == 0 {
-            let size = wasm32::memory_size(0) * PAGE;
-            self.next.set(size);
-            self.end.set(size);
+            // SAFETY: only the address of the linker's symbol is taken.
+            let base = unsafe { core::ptr::addr_of!(__heap_base) } as usize;
+            self.next.set(base);
+            self.end.set(wasm32::memory_size(0) * PAGE);
         }
         if end <= self.end.get() {
             return true;

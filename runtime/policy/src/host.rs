@@ -26,7 +26,7 @@ pub(crate) struct HostInner {
     pub(crate) linker: Linker<StoreState>,
     /// Calls in flight, at most [`PolicyConfig::concurrent_calls`] (the size of the
     /// instance pool): a call waits here rather than fail on an exhausted pool.
-    calls: Mutex<u32>,
+    calls: Mutex<Calls>,
     call_done: Condvar,
     /// Compiled components by digest (see [`HostInner::compile`]).
     compiled: Mutex<Vec<(String, Component)>>,
@@ -104,7 +104,7 @@ impl PolicyHost {
                 engine,
                 config,
                 linker,
-                calls: Mutex::new(0),
+                calls: Mutex::new(Calls::default()),
                 call_done: Condvar::new(),
                 compiled: Mutex::new(Vec::new()),
                 _ticker: stop,
@@ -129,14 +129,25 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// How many compiled components the host keeps by digest.
 const COMPILED_CACHE: usize = 8;
 
+/// Calls in flight, and calls waiting for a place.
+#[derive(Default)]
+struct Calls {
+    running: u32,
+    waiting: u32,
+}
+
 /// A call's place in the instance pool; see [`HostInner::permit`].
 pub(crate) struct CallPermit<'a>(&'a HostInner);
 
 impl Drop for CallPermit<'_> {
     fn drop(&mut self) {
         let mut calls = self.0.calls.lock().unwrap_or_else(|p| p.into_inner());
-        *calls -= 1;
-        self.0.call_done.notify_one();
+        calls.running -= 1;
+        // A notification is a system call even when nobody waits: a tenth of an empty
+        // call's cost.
+        if calls.waiting > 0 {
+            self.0.call_done.notify_one();
+        }
     }
 }
 
@@ -171,13 +182,15 @@ impl HostInner {
     /// lives (declare it before the store, so that it is dropped after it).
     pub(crate) fn permit(&self) -> CallPermit<'_> {
         let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
-        while *calls >= self.config.concurrent_calls {
+        while calls.running >= self.config.concurrent_calls {
+            calls.waiting += 1;
             calls = self
                 .call_done
                 .wait(calls)
                 .unwrap_or_else(|p| p.into_inner());
+            calls.waiting -= 1;
         }
-        *calls += 1;
+        calls.running += 1;
         CallPermit(self)
     }
 
