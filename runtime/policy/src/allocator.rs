@@ -316,21 +316,51 @@ pub fn check_offers(view: &AllocatorView, offers: &[Offer]) -> Result<(), Invali
 }
 
 /// The validation's working memory, kept by a slot from one cycle to the next.
-#[derive(Default)]
 pub(crate) struct CheckScratch {
+    /// Per agent, what the offers checked so far give away in all.
     offered: Vec<Resources>,
-    start: Vec<u32>,
-    fill: Vec<u32>,
-    by_agent: Vec<u32>,
-    stamp: Vec<u32>,
-    /// Active filters as `agent << 32 | index`.
-    filters: Vec<u64>,
+    /// The offered `(agent, framework)` pairs: an open-addressing hash set of
+    /// `agent << 32 | framework`, [`NO_PAIR`] for an empty slot.
+    pairs: Vec<u64>,
+    /// The hash's multiplier: random and odd, so that a policy (which sees no randomness
+    /// of the host's) cannot choose pairs that collide and make the check quadratic.
+    multiplier: u64,
 }
+
+impl Default for CheckScratch {
+    fn default() -> Self {
+        use std::hash::{BuildHasher, RandomState};
+        CheckScratch {
+            offered: Vec::new(),
+            pairs: Vec::new(),
+            multiplier: RandomState::new().hash_one(0x636f_7272_616c_u64) | 1,
+        }
+    }
+}
+
+/// An empty slot of [`CheckScratch::pairs`]: no pair, as agents are fewer than `u32::MAX`.
+const NO_PAIR: u64 = u64::MAX;
 
 /// Clears `v` and fills it with `n` copies of `value`, keeping its allocation.
 fn reset<T: Clone>(v: &mut Vec<T>, n: usize, value: T) {
     v.clear();
     v.resize(n, value);
+}
+
+/// The slot of `pair` in a table of `mask + 1` slots (a power of two): where it is, or
+/// the empty slot where it belongs; and whether it is there.
+#[inline]
+fn find_pair(table: &[u64], mask: usize, multiplier: u64, pair: u64) -> (usize, bool) {
+    let bits = (mask + 1).trailing_zeros();
+    // Multiply-shift: the top bits of the product with a random odd multiplier.
+    let mut slot = (pair.wrapping_mul(multiplier) >> (64 - bits.max(1))) as usize & mask;
+    loop {
+        match table[slot] {
+            NO_PAIR => return (slot, false),
+            p if p == pair => return (slot, true),
+            _ => slot = (slot + 1) & mask,
+        }
+    }
 }
 
 /// [`check_offers`] on the guest's columns; an answer whose columns differ in length is
@@ -342,12 +372,10 @@ pub(crate) fn check_wit(
 ) -> Result<(), InvalidAnswer> {
     let CheckScratch {
         offered,
-        start,
-        fill,
-        by_agent,
-        stamp,
-        filters,
+        pairs,
+        multiplier,
     } = scratch;
+    let multiplier = *multiplier;
     let count = offers.agent.len();
     let columns = &offers.resources;
     let lengths = [
@@ -369,10 +397,15 @@ pub(crate) fn check_wit(
             frameworks,
         });
     }
-    // Per agent, what is offered in all (in offer order, so that the first offer past an
-    // agent's free resources is the one named), and how many offers name it.
+    // Per offer, in order (so that the first offer past an agent's free resources is the
+    // one named): known agent and framework, not empty, not suppressed, within what the
+    // agent has free; and its pair goes into the set, where a pair already there is a
+    // duplicate (the smallest is named, once every offer is known to be valid).
     reset(offered, agents, Resources::ZERO);
-    reset(start, agents + 1, 0);
+    // At most half full: short probes.
+    let mask = (2 * count).max(2).next_power_of_two() - 1;
+    reset(pairs, mask + 1, NO_PAIR);
+    let mut duplicate: Option<u64> = None;
     for (index, (&agent, &framework)) in offers.agent.iter().zip(&offers.framework).enumerate() {
         let a = agent as usize;
         if a >= agents {
@@ -393,76 +426,25 @@ pub(crate) fn check_wit(
         if !view.agents.get(a).contains(sum) {
             return Err(InvalidAnswer::NotFree { agent });
         }
-        start[a + 1] += 1;
-    }
-    // Duplicates, agent by agent: the offers grouped by agent (a counting sort), and per
-    // framework the agent that last offered it (a stamp, `agent + 1`). Linear: sorting
-    // every (agent, framework) pair was most of the validation's time.
-    let mut sum = 0;
-    for count in start.iter_mut() {
-        sum += *count;
-        *count = sum;
-    }
-    let start = &*start;
-    let group = |a: usize| start[a] as usize..start[a + 1] as usize;
-    fill.clear();
-    fill.extend_from_slice(start);
-    reset(by_agent, count, 0);
-    for (&agent, &framework) in offers.agent.iter().zip(&offers.framework) {
-        let slot = &mut fill[agent as usize];
-        by_agent[*slot as usize] = framework;
-        *slot += 1;
-    }
-    reset(stamp, frameworks, 0);
-    for a in 0..agents {
-        let mut duplicate: Option<u32> = None;
-        for &fw in &by_agent[group(a)] {
-            if stamp[fw as usize] == a as u32 + 1 {
-                duplicate = Some(duplicate.map_or(fw, |d| d.min(fw)));
-            }
-            stamp[fw as usize] = a as u32 + 1;
-        }
-        if let Some(framework) = duplicate {
-            return Err(InvalidAnswer::DuplicateOffer {
-                agent: a as u32,
-                framework,
-            });
+        let pair = (u64::from(agent) << 32) | u64::from(framework);
+        match find_pair(pairs, mask, multiplier, pair) {
+            (_, true) => duplicate = Some(duplicate.map_or(pair, |d| d.min(pair))),
+            (slot, false) => pairs[slot] = pair,
         }
     }
-    // Filters: the first active one, in view order, on an offered pair. The active
-    // filters, sorted by (agent, index), are checked agent by agent against a fresh stamp
-    // of the agent's frameworks (a stamp left by the pass above also means "offered on
-    // this agent").
-    filters.clear();
-    let f = &view.filters;
-    filters.extend(
-        f.agent
-            .iter()
-            .zip(&f.until_ms)
-            .enumerate()
-            .filter(|&(_, (&agent, &until))| view.now_ms < until && (agent as usize) < agents)
-            .map(|(i, (&agent, _))| (u64::from(agent) << 32) | i as u64),
-    );
-    filters.sort_unstable();
-    let mut first: Option<u32> = None;
-    for run in filters.chunk_by(|x, y| x >> 32 == y >> 32) {
-        let a = (run[0] >> 32) as usize;
-        for &fw in &by_agent[group(a)] {
-            stamp[fw as usize] = a as u32 + 1;
-        }
-        for &key in run {
-            let i = key as u32;
-            let fw = f.framework[i as usize] as usize;
-            if stamp.get(fw) == Some(&(a as u32 + 1)) {
-                first = Some(first.map_or(i, |f| f.min(i)));
-            }
-        }
-    }
-    if let Some(i) = first {
-        return Err(InvalidAnswer::Filtered {
-            framework: f.framework[i as usize],
-            agent: f.agent[i as usize],
+    if let Some(pair) = duplicate {
+        return Err(InvalidAnswer::DuplicateOffer {
+            agent: (pair >> 32) as u32,
+            framework: pair as u32,
         });
+    }
+    // Filters: the first active one, in view order, on an offered pair.
+    let f = &view.filters;
+    for ((&framework, &agent), &until_ms) in f.framework.iter().zip(&f.agent).zip(&f.until_ms) {
+        let pair = (u64::from(agent) << 32) | u64::from(framework);
+        if view.now_ms < until_ms && find_pair(pairs, mask, multiplier, pair).1 {
+            return Err(InvalidAnswer::Filtered { framework, agent });
+        }
     }
     Ok(())
 }
