@@ -6,9 +6,13 @@
 //! small and quick (the host compiles it at every swap, in about a millisecond per kilobyte
 //! of code): a bump allocator (see [`bump`]), demand classes found with a hash table and
 //! per-framework filter lists sorted with a heapsort, where the standard sort and allocator
-//! were two thirds of the code; and a scan for room that skips a run of full agents in one
-//! tight loop. The view comes in columns (see `wit/policy.wit`) and is turned into rows
-//! once; the offers go out in columns.
+//! were two thirds of the code; a scan for room that skips a run of full agents in one
+//! tight loop. And two that make the compiled wasm quicker (Cranelift, which compiles it,
+//! does less than LLVM, which compiles the native one): shares divide by totals converted
+//! once per cycle and take the largest with selects, not branches; the winner trees play
+//! their matches without bounds checks (the indices are in range by construction, and each
+//! check reloaded the vector's length from memory). The view comes in columns (see
+//! `wit/policy.wit`) and is turned into rows once; the offers go out in columns.
 
 mod bump;
 
@@ -54,10 +58,18 @@ impl Tourney {
         t
     }
 
+    /// Plays the match at `node`, an inner node (`1 <= node < leaves`).
     #[inline(always)]
     fn play(&mut self, node: usize) {
-        let (a, b) = (self.nodes[2 * node], self.nodes[2 * node + 1]);
-        self.nodes[node] = if b.0 < a.0 { b } else { a };
+        debug_assert!(node >= 1 && node < self.leaves);
+        // SAFETY: `nodes` has `2 * leaves` entries and `node < leaves`, so `node`, `2 * node`
+        // and `2 * node + 1` are all below `2 * leaves`. (`new` plays the inner nodes
+        // `1..leaves`; `set` plays the parents of a leaf `leaves + i`, `i < leaves`.)
+        unsafe {
+            let a = *self.nodes.get_unchecked(2 * node);
+            let b = *self.nodes.get_unchecked(2 * node + 1);
+            *self.nodes.get_unchecked_mut(node) = if b.0 < a.0 { b } else { a };
+        }
     }
 
     fn winner(&self) -> Option<usize> {
@@ -177,21 +189,38 @@ fn demand_classes(demands: &[Resources]) -> (Vec<usize>, Vec<usize>) {
     (class, vec![0usize; classes])
 }
 
-fn dominant_share(allocated: &Resources, total: &Resources) -> f64 {
-    let mut share = 0.0_f64;
-    for (a, t) in [
-        (allocated.cpus_milli, total.cpus_milli),
-        (allocated.mem_mb, total.mem_mb),
-        (allocated.disk_mb, total.disk_mb),
-    ] {
-        if t > 0 {
-            let s = a as f64 / t as f64;
-            if s > share {
-                share = s;
-            }
+/// The divisors of shares: the cluster's total of each resource as an `f64`, converted
+/// once per cycle, and infinite for a resource the cluster has none of (its share is then
+/// zero, as if it were not counted).
+#[derive(Clone, Copy)]
+struct Totals([f64; 3]);
+
+impl Totals {
+    fn new(total: &Resources) -> Self {
+        let divisor = |t: u64| if t > 0 { t as f64 } else { f64::INFINITY };
+        Totals([
+            divisor(total.cpus_milli),
+            divisor(total.mem_mb),
+            divisor(total.disk_mb),
+        ])
+    }
+
+    /// The dominant share of `allocated`, as `dominant_share` in `runtime/core/src/drf.rs`:
+    /// the same quotients, and the largest of them (no share is negative or NaN, so the
+    /// largest is the same whatever the order). Written as selects rather than a loop with
+    /// a branch, so that the share stays in a register in the compiled wasm.
+    #[inline(always)]
+    fn dominant_share(&self, allocated: &Resources) -> f64 {
+        let cpus = allocated.cpus_milli as f64 / self.0[0];
+        let mem = allocated.mem_mb as f64 / self.0[1];
+        let disk = allocated.disk_mb as f64 / self.0[2];
+        let share = if mem > cpus { mem } else { cpus };
+        if disk > share {
+            disk
+        } else {
+            share
         }
     }
-    share
 }
 
 /// The rows of resource columns. The host makes the view, so its columns have one length.
@@ -227,7 +256,7 @@ impl Guest for Drf {
         }
         let filtered = active_filters(&view.filters, view.now_ms, n_fws);
 
-        let total = view.total;
+        let totals = Totals::new(&view.total);
         let weights = &view.role_weights;
         // The frameworks that take part, by role, in index order (entry `k` of a role's
         // tree is its framework `members[role][k]`).
@@ -250,12 +279,12 @@ impl Guest for Drf {
             .map(|m| {
                 Tourney::new(
                     m.iter()
-                        .map(|&i| Some(dominant_share(&fw_alloc[i as usize], &total))),
+                        .map(|&i| Some(totals.dominant_share(&fw_alloc[i as usize]))),
                 )
             })
             .collect();
         let role_key =
-            |alloc: &Resources, role: usize| dominant_share(alloc, &total) / weights[role];
+            |alloc: &Resources, role: usize| totals.dominant_share(alloc) / weights[role];
         let mut roles = Tourney::new(
             members
                 .iter()
@@ -325,7 +354,7 @@ impl Guest for Drf {
                 }
             }
             wanted[f] -= 1;
-            let share = (wanted[f] > 0).then(|| dominant_share(&fw_alloc[f], &total));
+            let share = (wanted[f] > 0).then(|| totals.dominant_share(&fw_alloc[f]));
             fw_trees[role].set(local, share);
             roles.set(role, Some(role_key(&role_alloc[role], role)));
         }
