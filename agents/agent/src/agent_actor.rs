@@ -237,9 +237,7 @@ impl AgentActor {
             prost::encoding::message::encode(2, &p.status, &mut buf);
         }
         let path = self.state_dir.join(CHECKPOINT_FILE);
-        let tmp = path.with_extension("tmp");
-        let written = std::fs::write(&tmp, &buf).and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
+        if let Err(e) = write_durably(&path, &buf) {
             tracing::error!(path = %path.display(), error = %e, "cannot write checkpoint");
         }
     }
@@ -605,6 +603,25 @@ fn task_id(t: &pb::TaskInfo) -> &str {
     t.spec.as_ref().map_or("", |s| s.task_id.as_str())
 }
 
+/// Replaces the file at `path` with `bytes` so that a crash of the machine, not only of the
+/// agent, leaves the old file or the new one: the bytes are synced before the rename, and
+/// the folder after it. About 0.4 ms on a virtual disk, once per flush (a few milliseconds
+/// of updates), before the updates it records are sent.
+fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -675,5 +692,17 @@ mod tests {
         }
         assert_eq!(ids(&unsent.take()), ["a3", "b1"]);
         assert_eq!(ids(pending.iter().map(|p| &p.status)), ["a1", "a3", "b1"]);
+    }
+
+    #[test]
+    fn a_durable_write_replaces_the_file_and_leaves_no_temporary() -> std::io::Result<()> {
+        let dir = std::env::temp_dir().join(format!("corral-durable-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(CHECKPOINT_FILE);
+        write_durably(&path, b"old")?;
+        write_durably(&path, b"new")?;
+        assert_eq!(std::fs::read(&path)?, b"new");
+        assert!(!path.with_extension("tmp").exists());
+        std::fs::remove_dir_all(&dir)
     }
 }
