@@ -107,7 +107,7 @@ impl AllocatorSlot {
                 pre.instantiate(&mut *store)?
                     .call_allocate(&mut *store, &view)
             })?;
-            check_wit(&view, &offers, &mut CheckScratch::default()).map_err(PolicyError::from)
+            check_wit(&view, &offers, &mut CheckScratch::default(), None).map_err(PolicyError::from)
         })
     }
 
@@ -150,8 +150,9 @@ impl AllocatorSlot {
                 let mut fresh = CheckScratch::default();
                 let mut held = self.scratch.try_lock();
                 let scratch = held.as_deref_mut().unwrap_or(&mut fresh);
-                check_wit(&wit_view, &offers, scratch)?;
-                Ok(rows(&offers))
+                let mut rows = Vec::with_capacity(offers.agent.len());
+                check_wit(&wit_view, &offers, scratch, Some(&mut rows))?;
+                Ok(rows)
             },
         );
         let before = self
@@ -208,22 +209,6 @@ impl wit::ResourceColumns {
     fn get(&self, i: usize) -> Resources {
         Resources::new(self.cpus_milli[i], self.mem_mb[i], self.disk_mb[i])
     }
-}
-
-/// The offers of a validated answer, as rows. The columns were checked to be of one
-/// length, which `zip` would otherwise cut silently.
-fn rows(o: &wit::Offers) -> Vec<Offer> {
-    let r = &o.resources;
-    o.agent
-        .iter()
-        .zip(&o.framework)
-        .zip(r.cpus_milli.iter().zip(&r.mem_mb).zip(&r.disk_mb))
-        .map(|((&agent, &framework), ((&c, &m), &d))| Offer {
-            agent,
-            framework,
-            resources: Resources::new(c, m, d),
-        })
-        .collect()
 }
 
 /// The view as the guest sees it.
@@ -312,7 +297,7 @@ pub fn check_offers(view: &AllocatorView, offers: &[Offer]) -> Result<(), Invali
         resources: Default::default(),
     };
     o.resources.fill(offers, |o| &o.resources);
-    check_wit(&w, &o, &mut CheckScratch::default())
+    check_wit(&w, &o, &mut CheckScratch::default(), None)
 }
 
 /// The validation's working memory, kept by a slot from one cycle to the next.
@@ -364,11 +349,12 @@ fn find_pair(table: &[u64], mask: usize, multiplier: u64, pair: u64) -> (usize, 
 }
 
 /// [`check_offers`] on the guest's columns; an answer whose columns differ in length is
-/// rejected first.
+/// rejected first. With `rows`, the offers are pushed onto it as rows in the same pass.
 pub(crate) fn check_wit(
     view: &wit::AllocatorView,
     offers: &wit::Offers,
     scratch: &mut CheckScratch,
+    mut rows: Option<&mut Vec<Offer>>,
 ) -> Result<(), InvalidAnswer> {
     let CheckScratch {
         offered,
@@ -430,6 +416,13 @@ pub(crate) fn check_wit(
         match find_pair(pairs, mask, multiplier, pair) {
             (_, true) => duplicate = Some(duplicate.map_or(pair, |d| d.min(pair))),
             (slot, false) => pairs[slot] = pair,
+        }
+        if let Some(rows) = rows.as_deref_mut() {
+            rows.push(Offer {
+                agent,
+                framework,
+                resources: r,
+            });
         }
     }
     if let Some(pair) = duplicate {
@@ -625,7 +618,7 @@ mod tests {
             },
         };
         assert_eq!(
-            check_wit(&v, &offers, &mut CheckScratch::default()),
+            check_wit(&v, &offers, &mut CheckScratch::default(), None),
             Err(InvalidAnswer::RaggedOffers {
                 lengths: [2, 2, 2, 1, 2]
             })
@@ -638,7 +631,12 @@ mod tests {
             },
             ..offers
         };
-        assert_eq!(check_wit(&v, &offers, &mut CheckScratch::default()), Ok(()));
+        let mut rows = Vec::new();
+        assert_eq!(
+            check_wit(&v, &offers, &mut CheckScratch::default(), Some(&mut rows)),
+            Ok(())
+        );
+        assert_eq!(rows.len(), 2);
     }
 
     #[test]
