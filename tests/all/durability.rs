@@ -130,6 +130,14 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
         Duration::from_secs(30),
         || !container_running(&ender_container[0]),
     );
+    // And another task's container is removed altogether.
+    let (removed, sleepers) = sleepers.split_last().expect("ten sleepers");
+    let (removed_container, before) = before.split_last().expect("ten containers");
+    let status = Command::new("docker")
+        .args(["rm", "-f", &removed_container[0]])
+        .status()
+        .expect("docker rm");
+    assert!(status.success());
 
     let _agent = master.agent(&dir.0, &["--cpus", "4"]);
     wait_for(
@@ -143,8 +151,15 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
     let t = task(&master, &ender).expect("ender");
     assert_eq!(t["state"], "TASK_FAILED", "{t}");
     assert_eq!(t["exit_code"], 5, "{t}");
-    // All ten re-attached: still running, in the same containers, none launched again.
-    for (id, c) in sleepers.iter().zip(&before) {
+    // The task whose container is gone is lost, not left running forever.
+    wait_for(
+        "the task without a container reported lost",
+        Duration::from_secs(30),
+        || task(&master, removed).is_some_and(|t| t["state"] == "TASK_LOST"),
+    );
+    // The other nine re-attached: still running, in the same containers, none launched
+    // again.
+    for (id, c) in sleepers.iter().zip(before) {
         let t = task(&master, id).expect("sleeper");
         assert_eq!(t["state"], "TASK_RUNNING", "{t}");
         assert_eq!(&containers_of(id), c, "{id} kept its one container");

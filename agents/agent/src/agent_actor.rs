@@ -6,7 +6,7 @@
 //! and resent in order whenever the agent registers again (after the master or the link
 //! was away).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -122,15 +122,20 @@ impl AgentActor {
             ack_flush_scheduled: false,
         };
         if let Some(id) = actor.agent_id.clone() {
-            match actor.containerizer.recover(&id).await {
-                Ok(found) => actor.recovered(found),
-                Err(e) => tracing::error!(error = %e, "cannot recover tasks"),
-            }
+            // Without the engine's list of containers the agent cannot tell its running
+            // tasks from lost ones: it stops rather than guess.
+            let found = actor
+                .containerizer
+                .recover(&id)
+                .await
+                .map_err(AgentError::Docker)?;
+            actor.recovered(&id, found);
         }
         Ok(actor)
     }
 
-    fn recovered(&mut self, found: Vec<corral_containerizer::RecoveredTask>) {
+    fn recovered(&mut self, agent_id: &str, found: Vec<corral_containerizer::RecoveredTask>) {
+        let found_ids: HashSet<String> = found.iter().map(|r| r.status.task_id.clone()).collect();
         for r in found {
             let id = r.status.task_id.clone();
             let known_state = self
@@ -151,11 +156,50 @@ impl AgentActor {
             let terminal = TaskState::try_from(r.status.state).is_ok_and(TaskState::is_terminal);
             tracing::info!(task_id = %id, state = r.status.state, "recovered task");
             // A task that ended while the agent was down is reported with its exit code.
+            // One that had ended before keeps its checkpointed status, whose update the
+            // master is yet to acknowledge (a new status would have a new update id, and
+            // the acknowledgement would never match it).
             if terminal && known_state != Some(r.status.state) {
                 self.record(r.status);
-            } else {
+            } else if !known_state
+                .and_then(|s| TaskState::try_from(s).ok())
+                .is_some_and(TaskState::is_terminal)
+            {
                 entry.status = Some(r.status);
             }
+        }
+        // A task the agent had launched and not seen end, with no container now (removed
+        // while the agent was down, or its image still being pulled when it stopped), is
+        // lost: nothing runs it, and nothing else would ever report it.
+        let lost: Vec<pb::TaskStatus> = self
+            .tasks
+            .iter()
+            .filter(|(id, _)| !found_ids.contains(*id))
+            .filter(|(_, t)| {
+                !t.status
+                    .as_ref()
+                    .and_then(|s| TaskState::try_from(s.state).ok())
+                    .is_some_and(TaskState::is_terminal)
+            })
+            .map(|(id, t)| pb::TaskStatus {
+                task_id: id.clone(),
+                framework_id: t
+                    .spec
+                    .as_ref()
+                    .map(|s| s.framework_id.clone())
+                    .unwrap_or_default(),
+                agent_id: agent_id.to_owned(),
+                state: TaskState::TaskLost as i32,
+                reason: pb::TaskReason::ReasonContainerError as i32,
+                message: "no container found for it when the agent restarted".into(),
+                timestamp_ms: crate::now_ms(),
+                update_id: crate::new_update_id(),
+                ..Default::default()
+            })
+            .collect();
+        for status in lost {
+            tracing::warn!(task_id = %status.task_id, "task lost: no container after restart");
+            self.record(status);
         }
         // Not connected yet: the recorded updates go out as pending ones on registration.
         self.unsent.take();
@@ -300,7 +344,7 @@ impl AgentActor {
                     }
                     _ => (TaskState::TaskFailed, pb::TaskReason::ReasonContainerError),
                 };
-                act.record(pb::TaskStatus {
+                let status = pb::TaskStatus {
                     task_id: id.clone(),
                     framework_id,
                     agent_id,
@@ -310,7 +354,11 @@ impl AgentActor {
                     timestamp_ms: crate::now_ms(),
                     update_id: crate::new_update_id(),
                     ..Default::default()
-                });
+                };
+                // Ends the launch's entry in the metrics, as a status from the
+                // containerizer would.
+                crate::http::METRICS.status(&status);
+                act.record(status);
                 act.flush_soon(ctx);
             }
         })
