@@ -9,8 +9,10 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use corral_wire::pb;
 use prost::Message as _;
@@ -85,6 +87,8 @@ pub struct Loaded {
 pub struct Store {
     tx: Option<mpsc::Sender<Batch>>,
     thread: Option<JoinHandle<()>>,
+    /// Set when the store is dropped: a commit that keeps failing is then given up.
+    stopping: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Store {
@@ -130,14 +134,17 @@ impl Store {
         txn.commit().map_err(|e| open_err(&path, e))?;
         let loaded = load(&db, &path)?;
         let (tx, rx) = mpsc::channel::<Batch>();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let writer_stopping = stopping.clone();
         let thread = std::thread::Builder::new()
             .name("corral-store".into())
-            .spawn(move || writer(db, path, rx))
+            .spawn(move || writer(db, path, rx, &writer_stopping))
             .map_err(|e| open_err(dir, e))?;
         Ok((
             Store {
                 tx: Some(tx),
                 thread: Some(thread),
+                stopping,
             },
             loaded,
         ))
@@ -158,6 +165,7 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
+        self.stopping.store(true, Ordering::Release);
         self.tx.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -213,7 +221,12 @@ const MAX_BATCHES_PER_COMMIT: usize = 4096;
 /// (and sent) in pieces, so the first tasks start while the rest are still being written.
 const MAX_OPS_PER_COMMIT: usize = 2048;
 
-fn writer(db: Database, path: PathBuf, rx: mpsc::Receiver<Batch>) {
+/// The first wait before a failed commit is tried again, and the longest.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+fn writer(db: Database, path: PathBuf, rx: mpsc::Receiver<Batch>, stopping: &AtomicBool) {
+    let mut db = Some(db);
     while let Ok(first) = rx.recv() {
         let mut ops = first.ops.len();
         let mut batches = vec![first];
@@ -226,25 +239,44 @@ fn writer(db: Database, path: PathBuf, rx: mpsc::Receiver<Batch>) {
                 Err(_) => break,
             }
         }
-        match commit(&db, &batches) {
-            Ok(()) => {
-                for batch in batches {
-                    for after in batch.after {
-                        match after {
-                            After::Send(to, env) => {
-                                let _ = to.send(env);
-                            }
-                            After::Durable(done) => {
-                                let _ = done.send(());
-                            }
-                        }
+        // A failed commit (a full disk, an I/O error) is tried again until it succeeds,
+        // and nothing after it is committed before: the registry in memory already holds
+        // these changes, so dropping them would lose them for good (a status update sent
+        // again would be a duplicate, and acknowledged unsaved). Meanwhile nothing is
+        // acknowledged or launched, so agents keep their updates and send them again.
+        let mut wait = RETRY_FIRST;
+        loop {
+            let error = match &db {
+                Some(d) => match commit(d, &batches) {
+                    Ok(()) => break,
+                    Err(e) => e.to_string(),
+                },
+                None => "the database is not open".to_owned(),
+            };
+            if stopping.load(Ordering::Acquire) {
+                tracing::error!(path = %path.display(), %error, "cannot save the registry; stopping with changes unsaved");
+                return;
+            }
+            tracing::error!(path = %path.display(), %error, retry_in_ms = wait.as_millis() as u64, "cannot save the registry; nothing is acknowledged or launched until it is saved");
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(RETRY_MAX);
+            // After an I/O error the database must be opened again before it writes (and
+            // closed first: a file is opened once).
+            drop(db.take());
+            db = Database::create(&path)
+                .map_err(|e| tracing::error!(path = %path.display(), error = %e, "cannot open the registry again"))
+                .ok();
+        }
+        for batch in batches {
+            for after in batch.after {
+                match after {
+                    After::Send(to, env) => {
+                        let _ = to.send(env);
+                    }
+                    After::Durable(done) => {
+                        let _ = done.send(());
                     }
                 }
-            }
-            Err(e) => {
-                // Nothing of these batches is acknowledged or launched: agents resend
-                // their updates, and schedulers see the launches never happened.
-                tracing::error!(path = %path.display(), error = %e, "cannot save the registry");
             }
         }
     }
