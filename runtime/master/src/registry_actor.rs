@@ -151,6 +151,16 @@ impl RegistryActor {
                 Some(t) if t.state().is_terminal() => {
                     "it was reported lost while its agent was away"
                 }
+                // Its framework ended while the agent was away, so the kill sent then
+                // never reached it.
+                Some(t)
+                    if self
+                        .frameworks
+                        .get(&t.spec.framework_id)
+                        .is_some_and(|f| !f.is_active()) =>
+                {
+                    "its framework has ended"
+                }
                 Some(_) => continue,
             };
             tracing::info!(task_id = %id, agent_id, why, "killing a task the agent still runs");
@@ -413,6 +423,19 @@ impl Handler<StatusFromAgent> for RegistryActor {
     fn handle(&mut self, msg: StatusFromAgent, _: &mut Self::Context) {
         let mut status = msg.status;
         status.agent_id = msg.agent_id.clone();
+        // Tasks never move: an agent reporting another agent's task is not believed.
+        if let Some(task) = self.tasks.get(&status.task_id) {
+            if task.agent_id != msg.agent_id {
+                tracing::warn!(
+                    task_id = %status.task_id,
+                    from = %msg.agent_id,
+                    runs_on = %task.agent_id,
+                    "status update from an agent that does not run the task: ignored"
+                );
+                let _ = msg.durable.send(());
+                return;
+            }
+        }
         match self.tasks.apply(&status) {
             Applied::Updated { agent_id, released } => {
                 crate::http::metrics::METRICS.status_update(status.state);
@@ -541,14 +564,18 @@ impl Handler<KillTask> for RegistryActor {
                 format!("agent {} is not connected", task.agent_id),
             )
         })?;
-        let _ = link
-            .out
+        link.out
             .send(corral_wire::envelope(Body::KillTask(pb::KillTask {
                 task_id: msg.task_id.clone(),
                 framework_id: task.spec.framework_id.clone(),
                 grace_period_ms: 0,
-            })));
-        Ok(())
+            })))
+            .map_err(|_| {
+                refused(
+                    "agent_unavailable",
+                    format!("agent {} has just disconnected", task.agent_id),
+                )
+            })
     }
 }
 

@@ -569,7 +569,7 @@ impl RegistryActor {
     fn record_failed_launch(
         &mut self,
         fw_id: &str,
-        spec: pb::TaskSpec,
+        mut spec: pb::TaskSpec,
         agent_id: &str,
         state: pb::TaskState,
         reason: pb::TaskReason,
@@ -577,6 +577,10 @@ impl RegistryActor {
         generation: u32,
         now: u64,
     ) {
+        // Never over another task's record: an id in use (another framework's) is renamed.
+        if self.tasks.contains(&spec.task_id) {
+            spec.task_id = format!("{}.dup-{:08x}", spec.task_id, rand::random::<u32>());
+        }
         tracing::info!(task_id = %spec.task_id, framework = %fw_id, error = %message, "launch refused");
         let task_id = spec.task_id.clone();
         self.tasks.add(now, spec, agent_id);

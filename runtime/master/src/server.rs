@@ -18,7 +18,8 @@ use tracing::Instrument;
 use crate::agent_session::{body_name, AgentSession};
 use crate::allocator_actor::{AllocatorActor, AllocatorHistory, SwapAllocator};
 use crate::registry_actor::{
-    KillTask, ListAgents, ListTasks, RegisterAgent, RegistryActor, RunTask, TaskAgentConnection,
+    KillTask, ListAgents, ListTasks, RegisterAgent, RegistryActor, RunTask, SessionClosed,
+    TaskAgentConnection,
 };
 use crate::registry_frameworks::{
     initial_view, AddFramework, CheckSubmit, FrameworkSlot, KillFramework, ListFrameworks,
@@ -221,11 +222,21 @@ async fn serve_agent(
                 })
             }
         };
-        send.send_body(Body::AgentRegistered(pb::AgentRegistered {
-            agent_id: agent_id.clone(),
-            heartbeat_interval_ms: heartbeat_interval.as_millis() as u64,
-        }))
-        .await?;
+        let answer = send
+            .send_body(Body::AgentRegistered(pb::AgentRegistered {
+                agent_id: agent_id.clone(),
+                heartbeat_interval_ms: heartbeat_interval.as_millis() as u64,
+            }))
+            .await;
+        if let Err(e) = answer {
+            // Registered, but the agent cannot be told: the registry must not keep a link
+            // that goes nowhere (it would place tasks there).
+            registry.do_send(SessionClosed {
+                agent_id: agent_id.clone(),
+                session,
+            });
+            return Err(e);
+        }
         Ok((agent_id, session))
     }
     .await;
