@@ -504,8 +504,16 @@ async fn relay_logs(
         }))
         .await?;
     agent_send.finish();
+    // A client that goes away (Ctrl-C on `corral task logs -f`) ends the relay at once,
+    // and dropping the agent's stream tells the agent to stop reading the logs.
+    let stopped = send.get_mut().stopped();
+    tokio::pin!(stopped);
     loop {
-        match agent_recv.recv().await {
+        let received = tokio::select! {
+            received = agent_recv.recv() => received,
+            _ = &mut stopped => return Ok(()),
+        };
+        match received {
             Ok(Some(Body::Response(r))) => {
                 let end = matches!(&r.kind, Some(R::LogChunk(c)) if c.eof)
                     || matches!(&r.kind, Some(R::Error(_)));
