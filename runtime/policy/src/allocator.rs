@@ -150,7 +150,7 @@ impl AllocatorSlot {
                 let mut fresh = CheckScratch::default();
                 let mut held = self.scratch.try_lock();
                 let scratch = held.as_deref_mut().unwrap_or(&mut fresh);
-                let mut rows = Vec::with_capacity(offers.agent.len());
+                let mut rows = Vec::new();
                 check_wit(&wit_view, &offers, scratch, Some(&mut rows))?;
                 Ok(rows)
             },
@@ -392,6 +392,10 @@ pub(crate) fn check_wit(
     let mask = (2 * count).max(2).next_power_of_two() - 1;
     reset(pairs, mask + 1, NO_PAIR);
     let mut duplicate: Option<u64> = None;
+    // The answer's lengths are checked: reserve its rows at once.
+    if let Some(rows) = rows.as_deref_mut() {
+        rows.reserve(count);
+    }
     for (index, (&agent, &framework)) in offers.agent.iter().zip(&offers.framework).enumerate() {
         let a = agent as usize;
         if a >= agents {

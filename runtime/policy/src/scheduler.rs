@@ -209,6 +209,9 @@ fn overlaps(a: &PortRange, b: &PortRange) -> bool {
 pub fn check_decisions(view: &SchedulerView, decisions: &[Decision]) -> Result<(), InvalidAnswer> {
     let mut used = vec![false; view.offers.len()];
     let mut ids: HashSet<&str> = view.tasks.iter().map(|t| t.task_id.as_str()).collect();
+    // The live tasks, gathered at the first kill (each kill is then one lookup, however
+    // many the answer holds).
+    let mut live: Option<HashSet<&str>> = None;
     let (mut suppress, mut revive) = (false, false);
     let (mut complete, mut fail) = (false, false);
     let mut use_offer = |index: usize, offer: u32| -> Result<&ResourceOffer, InvalidAnswer> {
@@ -229,11 +232,14 @@ pub fn check_decisions(view: &SchedulerView, decisions: &[Decision]) -> Result<(
             Decision::Fail(_) => fail = true,
             Decision::Demand(_) => {}
             Decision::Kill(task_id) => {
-                let live = view
-                    .tasks
-                    .iter()
-                    .any(|t| &t.task_id == task_id && !is_terminal(t.state));
-                if !live {
+                let live = live.get_or_insert_with(|| {
+                    view.tasks
+                        .iter()
+                        .filter(|t| !is_terminal(t.state))
+                        .map(|t| t.task_id.as_str())
+                        .collect()
+                });
+                if !live.contains(task_id.as_str()) {
                     return Err(InvalidAnswer::UnknownTask {
                         task_id: task_id.clone(),
                     });
