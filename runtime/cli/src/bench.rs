@@ -144,6 +144,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// Runs the wire benchmark against a fresh master process.
 pub fn wire(o: &WireOpts) -> anyhow::Result<()> {
+    if o.messages == 0 || o.runs == 0 || o.round_trips == 0 {
+        return Err(crate::opts::usage(
+            "--messages, --runs and --round-trips must be above 0",
+        ));
+    }
     let master = MasterProcess::start()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -543,16 +548,21 @@ pub fn restart(o: &RestartOpts) -> anyhow::Result<()> {
             "--agents, --tasks, --frameworks and --runs must be above 0",
         ));
     }
+    if o.frameworks > o.tasks {
+        return Err(crate::opts::usage(
+            "--frameworks must not be above --tasks (each framework runs at least one)",
+        ));
+    }
     let mut master = MasterProcess::start_with(&["--agent-timeout", "60s"])?;
     let client = master.client()?;
     let agents = SimAgents::start(&master, o.agents, o.tasks)?;
     agents.wait_registered(&client, 0)?;
     let hello = corral_policy::builtin::scheduler("hello")
         .ok_or_else(|| anyhow!("this corral was built without the hello scheduler"))?;
-    let per = o.tasks.div_ceil(o.frameworks);
     let fill = Instant::now();
     for f in 0..o.frameworks {
-        let count = per.min(o.tasks - f * per);
+        // The tasks shared out evenly: the first `tasks % frameworks` run one more.
+        let count = o.tasks / o.frameworks + u32::from(f < o.tasks % o.frameworks);
         let header = Kind::FrameworkSubmit(pb::FrameworkSubmit {
             name: format!("restart-bench-{f}"),
             workload: format!(

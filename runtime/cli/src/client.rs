@@ -19,13 +19,32 @@ fn request_many(opts: &ClientOpts, kinds: Vec<Kind>) -> anyhow::Result<R> {
     Session::connect(opts)?.request_many(kinds)
 }
 
-/// The master's one answer on a stream, as a result.
+/// The master refused a request: its message and error code.
+#[derive(Debug)]
+pub struct Refusal {
+    pub code: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// The master's one answer on a stream, as a result; a refusal is a [`Refusal`].
 fn one_answer(opts: &ClientOpts, answer: Option<Body>) -> anyhow::Result<R> {
     match answer {
         Some(Body::Response(pb::Response {
             kind: Some(R::Error(e)),
         }))
-        | Some(Body::Error(e)) => Err(anyhow!("{} ({})", e.message, e.code)),
+        | Some(Body::Error(e)) => Err(Refusal {
+            code: e.code,
+            message: e.message,
+        }
+        .into()),
         Some(Body::Response(pb::Response { kind: Some(kind) })) => Ok(kind),
         _ => Err(anyhow!("the master at {} sent no answer", opts.master)),
     }

@@ -100,9 +100,12 @@ pub fn run(cmd: PolicyCmd) -> anyhow::Result<()> {
                 who,
                 size: bytes.len() as u64,
             });
-            match crate::client::upload(&client, header, &bytes)
-                .map_err(|e| anyhow!("swap rejected: {e}"))?
-            {
+            match crate::client::upload(&client, header, &bytes).map_err(|e| {
+                match e.downcast_ref::<crate::client::Refusal>() {
+                    Some(refusal) => anyhow!("swap rejected: {refusal}"),
+                    None => anyhow!("swap failed: {e:#}"),
+                }
+            })? {
                 R::Swapped(r) => {
                     if client.json {
                         println!("{}", record_json(&r));
