@@ -41,7 +41,8 @@ pub struct AgentConfig {
 pub enum ContainerizerKind {
     /// Docker containers, through the engine's API.
     Docker,
-    /// No containers: each task "runs" as configured, for scale tests.
+    /// No containers: each task "runs" as configured, for scale tests. Its checkpoint is
+    /// not synced to disk (nothing real runs).
     Simulated(corral_containerizer::SimulatedConfig),
 }
 
