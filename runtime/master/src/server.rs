@@ -592,7 +592,9 @@ async fn receive_component(
         .await?;
         return Ok(None);
     }
-    let mut bytes = Vec::with_capacity(size as usize);
+    // Grown as chunks arrive: the announced size is only the client's word, and reserving
+    // it up front made the master reserve that much for clients that send nothing.
+    let mut bytes = Vec::new();
     loop {
         match recv.recv().await? {
             Some(Body::Request(pb::Request {
