@@ -3,7 +3,7 @@
 //! The view and decision types are the WIT records themselves (plain Rust structs,
 //! re-exported here), since a scheduler's view is small and copied as it is.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -194,8 +194,13 @@ fn empty_view() -> SchedulerView {
     }
 }
 
-fn overlaps(a: &PortRange, b: &PortRange) -> bool {
-    a.begin <= b.end && b.begin <= a.end
+/// Whether `p` overlaps one of `taken`'s ranges (disjoint, by begin → end). Only the one
+/// that begins last at or before `p.end` can: those before it end before it begins.
+fn overlaps_taken(taken: &BTreeMap<u32, u32>, p: &PortRange) -> bool {
+    taken
+        .range(..=p.end)
+        .next_back()
+        .is_some_and(|(_, &end)| end >= p.begin)
 }
 
 /// Validates decisions against a view: known offers, each used once, launches no larger
@@ -256,7 +261,8 @@ pub fn check_decisions(view: &SchedulerView, decisions: &[Decision]) -> Result<(
                     });
                 }
                 let (mut cpus, mut mem, mut disk) = (0u64, 0u64, 0u64);
-                let mut ports: Vec<PortRange> = Vec::new();
+                // The launch's host ports so far (a tree: a launch may name thousands).
+                let mut ports: BTreeMap<u32, u32> = BTreeMap::new();
                 for t in &launch.tasks {
                     let bad = |what| InvalidAnswer::BadTask {
                         task_id: t.task_id.clone(),
@@ -293,13 +299,13 @@ pub fn check_decisions(view: &SchedulerView, decisions: &[Decision]) -> Result<(
                                 .ports
                                 .iter()
                                 .any(|o| o.begin <= p.begin && p.end <= o.end);
-                        if !inside || ports.iter().any(|q| overlaps(p, q)) {
+                        if !inside || overlaps_taken(&ports, p) {
                             return Err(InvalidAnswer::PortsNotOffered {
                                 task_id: t.task_id.clone(),
                                 offer: launch.offer,
                             });
                         }
-                        ports.push(*p);
+                        ports.insert(p.begin, p.end);
                     }
                 }
                 let r = &offer.resources;

@@ -344,6 +344,41 @@ fn invalid_decisions_are_rejected() {
             },
         ),
         (
+            // The offer's ports are 31000-31009: `y` overlaps what `x` took (from either
+            // side of its begin), whichever order the ranges come in.
+            vec![launch(
+                0,
+                vec![
+                    spec(
+                        "x",
+                        res(1, 1),
+                        vec![
+                            PortRange {
+                                begin: 31006,
+                                end: 31007,
+                            },
+                            PortRange {
+                                begin: 31002,
+                                end: 31004,
+                            },
+                        ],
+                    ),
+                    spec(
+                        "y",
+                        res(1, 1),
+                        vec![PortRange {
+                            begin: 31005,
+                            end: 31006,
+                        }],
+                    ),
+                ],
+            )],
+            InvalidAnswer::PortsNotOffered {
+                task_id: "y".into(),
+                offer: 0,
+            },
+        ),
+        (
             vec![launch(0, vec![])],
             InvalidAnswer::EmptyLaunch { offer: 0 },
         ),
@@ -365,6 +400,30 @@ fn invalid_decisions_are_rejected() {
     for (decisions, expected) in cases {
         assert_eq!(check_decisions(&v, &decisions), Err(expected));
     }
+    // Ranges that touch but do not overlap are fine.
+    let spec_ports = |name: &str, ranges: &[(u32, u32)]| {
+        spec(
+            name,
+            res(1, 1),
+            ranges
+                .iter()
+                .map(|&(begin, end)| PortRange { begin, end })
+                .collect(),
+        )
+    };
+    assert_eq!(
+        check_decisions(
+            &v,
+            &[launch(
+                0,
+                vec![
+                    spec_ports("x", &[(31005, 31009), (31000, 31001)]),
+                    spec_ports("y", &[(31002, 31004)]),
+                ]
+            )]
+        ),
+        Ok(())
+    );
     let bad = |f: fn(&mut TaskSpec)| {
         let mut t = spec("x", res(1, 1), vec![]);
         f(&mut t);
