@@ -204,14 +204,11 @@ async fn serve_master_request(
             // The reader going away (the master's relay ends when its client does) ends
             // this too, even while the task prints nothing: otherwise a followed log of a
             // quiet task kept its stream and its engine connection until the task printed.
-            let stopped = send.get_mut().stopped();
-            tokio::pin!(stopped);
             loop {
-                let chunk = tokio::select! {
-                    chunk = stream.next() => chunk,
-                    _ = &mut stopped => return Ok(()),
+                let Some(next) = send.unless_stopped(stream.next()).await else {
+                    return Ok(());
                 };
-                let Some(chunk) = chunk else {
+                let Some(chunk) = next else {
                     break;
                 };
                 match chunk {

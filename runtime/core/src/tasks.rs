@@ -44,6 +44,11 @@ pub enum Applied {
     },
     /// The task had already ended: later updates are acknowledged but do not change it.
     AlreadyTerminal,
+    /// The task runs on another agent (tasks never move): acknowledge, change nothing.
+    OtherAgent {
+        /// The agent the task runs on.
+        runs_on: String,
+    },
 }
 
 /// Every task the master knows, by id.
@@ -163,6 +168,11 @@ impl Tasks {
         let Some(task) = self.tasks.get_mut(&status.task_id) else {
             return Applied::UnknownTask;
         };
+        if task.agent_id != status.agent_id {
+            return Applied::OtherAgent {
+                runs_on: task.agent_id.clone(),
+            };
+        }
         if !status.update_id.is_empty() && !task.seen.insert(status.update_id.clone()) {
             return Applied::Duplicate;
         }
@@ -296,6 +306,26 @@ mod tests {
             tasks.apply(&update("nope", "u4", TaskState::TaskRunning)),
             Applied::UnknownTask
         );
+    }
+
+    #[test]
+    fn an_update_from_another_agent_changes_nothing() {
+        let mut tasks = Tasks::new();
+        tasks.add(0, spec("t1"), "a1");
+        let mut from_a2 = update("t1", "u1", TaskState::TaskFinished);
+        from_a2.agent_id = "a2".into();
+        assert_eq!(
+            tasks.apply(&from_a2),
+            Applied::OtherAgent {
+                runs_on: "a1".into()
+            }
+        );
+        assert_eq!(tasks.get("t1").unwrap().state(), TaskState::TaskStaging);
+        // Its update id was not taken: the real agent's update with it still applies.
+        assert!(matches!(
+            tasks.apply(&update("t1", "u1", TaskState::TaskRunning)),
+            Applied::Updated { .. }
+        ));
     }
 
     #[test]

@@ -423,19 +423,6 @@ impl Handler<StatusFromAgent> for RegistryActor {
     fn handle(&mut self, msg: StatusFromAgent, _: &mut Self::Context) {
         let mut status = msg.status;
         status.agent_id = msg.agent_id.clone();
-        // Tasks never move: an agent reporting another agent's task is not believed.
-        if let Some(task) = self.tasks.get(&status.task_id) {
-            if task.agent_id != msg.agent_id {
-                tracing::warn!(
-                    task_id = %status.task_id,
-                    from = %msg.agent_id,
-                    runs_on = %task.agent_id,
-                    "status update from an agent that does not run the task: ignored"
-                );
-                let _ = msg.durable.send(());
-                return;
-            }
-        }
         match self.tasks.apply(&status) {
             Applied::Updated { agent_id, released } => {
                 crate::http::metrics::METRICS.status_update(status.state);
@@ -462,6 +449,12 @@ impl Handler<StatusFromAgent> for RegistryActor {
                 tracing::info!(task_id = %status.task_id, "status update for an unknown task")
             }
             Applied::AlreadyTerminal => {}
+            Applied::OtherAgent { runs_on } => tracing::warn!(
+                task_id = %status.task_id,
+                from = %msg.agent_id,
+                %runs_on,
+                "status update from an agent that does not run the task: ignored"
+            ),
         }
         // Even a duplicate waits for the commit queue: the first copy may not be durable yet.
         self.flush(Some(crate::store::After::Durable(msg.durable)));

@@ -512,11 +512,13 @@ impl RegistryActor {
                 value: generation.to_string(),
             });
             // Ids are checked against the framework's tasks by the host; a clash with
-            // another framework's task is caught here.
+            // another framework's task is caught here (and the refusal recorded under a
+            // new id).
             let refusal = if self.tasks.contains(&spec.task_id) {
-                let message = format!("task id {} is already used in the cluster", spec.task_id);
-                spec.task_id = format!("{}.dup-{:08x}", spec.task_id, rand::random::<u32>());
-                Some(message)
+                Some(format!(
+                    "task id {} is already used in the cluster",
+                    spec.task_id
+                ))
             } else if !assign_ports(&mut spec, &remaining) {
                 Some("port_mappings: the offer has too few free ports".to_owned())
             } else {

@@ -506,12 +506,9 @@ async fn relay_logs(
     agent_send.finish();
     // A client that goes away (Ctrl-C on `corral task logs -f`) ends the relay at once,
     // and dropping the agent's stream tells the agent to stop reading the logs.
-    let stopped = send.get_mut().stopped();
-    tokio::pin!(stopped);
     loop {
-        let received = tokio::select! {
-            received = agent_recv.recv() => received,
-            _ = &mut stopped => return Ok(()),
+        let Some(received) = send.unless_stopped(agent_recv.recv()).await else {
+            return Ok(());
         };
         match received {
             Ok(Some(Body::Response(r))) => {

@@ -146,10 +146,17 @@ impl AllocatorSlot {
                     .call_allocate(&mut *store, &wit_view)
             },
             |offers| {
-                // Concurrent cycles (rare) each get their own scratch.
-                let mut fresh = CheckScratch::default();
+                // Concurrent cycles (rare) each get their own scratch, made only then (a
+                // scratch draws its hash multiplier from the host's randomness).
+                let mut fresh;
                 let mut held = self.scratch.try_lock();
-                let scratch = held.as_deref_mut().unwrap_or(&mut fresh);
+                let scratch = match held.as_deref_mut() {
+                    Ok(kept) => kept,
+                    Err(_) => {
+                        fresh = CheckScratch::default();
+                        &mut fresh
+                    }
+                };
                 let mut rows = Vec::new();
                 check_wit(&wit_view, &offers, scratch, Some(&mut rows))?;
                 Ok(rows)

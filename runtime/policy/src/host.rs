@@ -143,7 +143,7 @@ impl Drop for CallPermit<'_> {
     fn drop(&mut self) {
         let mut calls = self.0.calls.lock().unwrap_or_else(|p| p.into_inner());
         calls.running -= 1;
-        // A notification is a system call even when nobody waits: a tenth of an empty
+        // A notification is a system call even when nobody waits: about 6% of an empty
         // call's cost.
         if calls.waiting > 0 {
             self.0.call_done.notify_one();

@@ -61,6 +61,16 @@ impl FramedSend {
         let _ = self.inner.finish();
     }
 
+    /// Waits for `work`, unless the peer stops reading this stream (or the connection is
+    /// lost) first: then `None`. For a stream that relays something slow, such as a
+    /// followed log, so that a reader gone away ends the relay even while nothing comes.
+    pub async fn unless_stopped<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            out = work => Some(out),
+            _ = self.inner.stopped() => None,
+        }
+    }
+
     /// The underlying stream.
     pub fn get_mut(&mut self) -> &mut quinn::SendStream {
         &mut self.inner
