@@ -9,7 +9,7 @@
 //! were two thirds of the code; a scan for room that skips a run of full agents in one
 //! tight loop. And two that make the compiled wasm quicker (Cranelift, which compiles it,
 //! does less than LLVM, which compiles the native one): shares divide by totals converted
-//! once per cycle and take the largest with selects, not branches; the winner trees play
+//! once per cycle and take the largest with selects, not branches; the loser trees replay
 //! their matches without bounds checks (the indices are in range by construction, and each
 //! check reloaded the vector's length from memory). The view comes in columns (see
 //! `wit/policy.wit`) and is turned into rows once; the offers go out in columns.
@@ -29,13 +29,16 @@ use corral::policy::types::{Filters, ResourceColumns, Resources};
 struct Drf;
 
 /// The smallest of the keys of entries `0..n`, each present or absent, with ties to the
-/// smaller index: a winner tree. As `Tourney` in `runtime/core/src/drf.rs`: keys are the
+/// smaller index: a loser tree. As `Tourney` in `runtime/core/src/drf.rs`: keys are the
 /// bits of shares (never negative or NaN, so ordered like their values), `ABSENT` above
-/// every share.
+/// every share. Only the winner's key is ever changed, so the matches replayed are those on
+/// its path, where each node keeps the winner of the other side.
 struct Tourney {
-    /// `(key, entry)` of the winner of each node's subtree; `nodes[1]` is the root and the
-    /// leaves are `nodes[leaves..]`; a tie goes to the left, the smaller entry.
-    nodes: Vec<(u64, u32)>,
+    /// Each entry's key, padded with absent entries to `leaves`, a power of two.
+    keys: Vec<u64>,
+    /// The entry that lost the match at each inner node (`1..leaves`; entry 0 unused).
+    losers: Vec<u32>,
+    winner: u32,
     leaves: usize,
 }
 
@@ -44,47 +47,74 @@ const ABSENT: u64 = u64::MAX;
 impl Tourney {
     fn new(keys: impl ExactSizeIterator<Item = Option<f64>>) -> Self {
         let leaves = keys.len().next_power_of_two();
-        let mut nodes = vec![(ABSENT, 0); 2 * leaves];
-        for (i, key) in keys.enumerate() {
-            nodes[leaves + i].0 = key.map_or(ABSENT, f64::to_bits);
+        let mut k = vec![ABSENT; leaves];
+        for (slot, key) in k.iter_mut().zip(keys) {
+            *slot = key.map_or(ABSENT, f64::to_bits);
         }
-        for (i, node) in nodes[leaves..].iter_mut().enumerate() {
-            node.1 = i as u32;
+        // The winner of every node, bottom up (the leaves are `winners[leaves..]`); the
+        // losers stay in the tree.
+        let mut winners = vec![0u32; 2 * leaves];
+        for (i, w) in winners[leaves..].iter_mut().enumerate() {
+            *w = i as u32;
         }
-        let mut t = Tourney { nodes, leaves };
+        let mut losers = vec![0u32; leaves];
         for n in (1..leaves).rev() {
-            t.play(n);
+            let (a, b) = (winners[2 * n], winners[2 * n + 1]);
+            // `a`, from the left, has the smaller index: it wins a tie.
+            let (w, l) = if k[b as usize] < k[a as usize] {
+                (b, a)
+            } else {
+                (a, b)
+            };
+            winners[n] = w;
+            losers[n] = l;
         }
-        t
-    }
-
-    /// Plays the match at `node`, an inner node (`1 <= node < leaves`).
-    #[inline(always)]
-    fn play(&mut self, node: usize) {
-        debug_assert!(node >= 1 && node < self.leaves);
-        // SAFETY: `nodes` has `2 * leaves` entries and `node < leaves`, so `node`, `2 * node`
-        // and `2 * node + 1` are all below `2 * leaves`. (`new` plays the inner nodes
-        // `1..leaves`; `set` plays the parents of a leaf `leaves + i`, `i < leaves`.)
-        unsafe {
-            let a = *self.nodes.get_unchecked(2 * node);
-            let b = *self.nodes.get_unchecked(2 * node + 1);
-            *self.nodes.get_unchecked_mut(node) = if b.0 < a.0 { b } else { a };
+        Tourney {
+            winner: winners[1],
+            keys: k,
+            losers,
+            leaves,
         }
     }
 
     fn winner(&self) -> Option<usize> {
-        let (key, entry) = self.nodes[1];
-        (key != ABSENT).then_some(entry as usize)
+        let w = self.winner as usize;
+        (self.keys[w] != ABSENT).then_some(w)
     }
 
+    /// Sets the winner's key, or makes it absent (`None`), and finds the new winner: one
+    /// match per level, against the loser stored there, with selects rather than branches
+    /// (which way a match goes is unpredictable).
     #[inline(always)]
-    fn set(&mut self, i: usize, key: Option<f64>) {
-        let mut node = self.leaves + i;
-        self.nodes[node].0 = key.map_or(ABSENT, f64::to_bits);
-        while node > 1 {
-            node /= 2;
-            self.play(node);
+    fn set_winner(&mut self, key: Option<f64>) {
+        let mut cand = self.winner;
+        let mut cand_key = key.map_or(ABSENT, f64::to_bits);
+        self.keys[cand as usize] = cand_key;
+        let mut child = self.leaves + cand as usize;
+        while child > 1 {
+            let node = child / 2;
+            // SAFETY: `cand < leaves`, so `1 <= node < leaves`; `losers` and `keys` have
+            // `leaves` entries, and every entry stored in the tree is below `leaves`.
+            unsafe {
+                let l = *self.losers.get_unchecked(node);
+                let l_key = *self.keys.get_unchecked(l as usize);
+                // The loser stored at `node` won the other side: it has the smaller index
+                // when that side is the left one (`child` is a right child), and then it
+                // wins a tie.
+                let l_wins = core::hint::select_unpredictable(
+                    child & 1 == 1,
+                    l_key <= cand_key,
+                    l_key < cand_key,
+                );
+                let (loser, winner, winner_key) =
+                    core::hint::select_unpredictable(l_wins, (cand, l, l_key), (l, cand, cand_key));
+                *self.losers.get_unchecked_mut(node) = loser;
+                cand = winner;
+                cand_key = winner_key;
+            }
+            child = node;
         }
+        self.winner = cand;
     }
 }
 
@@ -298,7 +328,7 @@ impl Guest for Drf {
 
         while let Some(role) = roles.winner() {
             let Some(local) = fw_trees[role].winner() else {
-                roles.set(role, None);
+                roles.set_winner(None);
                 continue;
             };
             let fw = members[role][local];
@@ -337,7 +367,7 @@ impl Guest for Drf {
             }
             cursor[f] = a;
             let Some(a) = placed else {
-                fw_trees[role].set(local, None);
+                fw_trees[role].set_winner(None);
                 continue;
             };
             let unit = if whole { free[a] } else { demand };
@@ -355,8 +385,8 @@ impl Guest for Drf {
             }
             wanted[f] -= 1;
             let share = (wanted[f] > 0).then(|| totals.dominant_share(&fw_alloc[f]));
-            fw_trees[role].set(local, share);
-            roles.set(role, Some(role_key(&role_alloc[role], role)));
+            fw_trees[role].set_winner(share);
+            roles.set_winner(Some(role_key(&role_alloc[role], role)));
         }
         columns(&offers)
     }
