@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -89,6 +89,9 @@ pub struct Store {
     thread: Option<JoinHandle<()>>,
     /// Set when the store is dropped: a commit that keeps failing is then given up.
     stopping: Arc<AtomicBool>,
+    /// Commits to fail on purpose before trying them (tests of the retry; always 0 else).
+    #[cfg_attr(not(test), allow(dead_code))]
+    failures: Arc<AtomicU32>,
 }
 
 impl std::fmt::Debug for Store {
@@ -135,16 +138,18 @@ impl Store {
         let loaded = load(&db, &path)?;
         let (tx, rx) = mpsc::channel::<Batch>();
         let stopping = Arc::new(AtomicBool::new(false));
-        let writer_stopping = stopping.clone();
+        let failures = Arc::new(AtomicU32::new(0));
+        let (writer_stopping, writer_failures) = (stopping.clone(), failures.clone());
         let thread = std::thread::Builder::new()
             .name("corral-store".into())
-            .spawn(move || writer(db, path, rx, &writer_stopping))
+            .spawn(move || writer(db, path, rx, &writer_stopping, &writer_failures))
             .map_err(|e| open_err(dir, e))?;
         Ok((
             Store {
                 tx: Some(tx),
                 thread: Some(thread),
                 stopping,
+                failures,
             },
             loaded,
         ))
@@ -160,6 +165,12 @@ impl Store {
                 tracing::error!("the registry's writer stopped: changes are no longer saved");
             }
         }
+    }
+
+    /// Makes the next `n` commits fail as a disk error would.
+    #[cfg(test)]
+    fn fail_next_commits(&self, n: u32) {
+        self.failures.store(n, Ordering::Release);
     }
 }
 
@@ -225,7 +236,13 @@ const MAX_OPS_PER_COMMIT: usize = 2048;
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
-fn writer(db: Database, path: PathBuf, rx: mpsc::Receiver<Batch>, stopping: &AtomicBool) {
+fn writer(
+    db: Database,
+    path: PathBuf,
+    rx: mpsc::Receiver<Batch>,
+    stopping: &AtomicBool,
+    failures: &AtomicU32,
+) {
     let mut db = Some(db);
     while let Ok(first) = rx.recv() {
         let mut ops = first.ops.len();
@@ -247,6 +264,7 @@ fn writer(db: Database, path: PathBuf, rx: mpsc::Receiver<Batch>, stopping: &Ato
         let mut wait = RETRY_FIRST;
         loop {
             let error = match &db {
+                Some(_) if take_one(failures) => "injected failure".to_owned(),
                 Some(d) => match commit(d, &batches) {
                     Ok(()) => break,
                     Err(e) => e.to_string(),
@@ -280,6 +298,12 @@ fn writer(db: Database, path: PathBuf, rx: mpsc::Receiver<Batch>, stopping: &Ato
             }
         }
     }
+}
+
+/// Takes one from `n` if it is not zero.
+fn take_one(n: &AtomicU32) -> bool {
+    n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |k| k.checked_sub(1))
+        .is_ok()
 }
 
 #[allow(clippy::result_large_err)] // One per commit, on the writer thread.
@@ -383,6 +407,74 @@ mod tests {
         assert_eq!(loaded.roles, vec![("web".to_owned(), 2.5)]);
         assert_eq!(loaded.components.get("abc"), Some(&vec![1, 2, 3]));
         assert_eq!(loaded.meta.get("allocator"), Some(&b"abc".to_vec()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Waits for a batch's acknowledgement, for at most ten seconds.
+    fn wait(mut ack: oneshot::Receiver<()>, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match ack.try_recv() {
+                Ok(()) => return,
+                Err(oneshot::error::TryRecvError::Closed) => panic!("{what}: dropped unsaved"),
+                Err(oneshot::error::TryRecvError::Empty) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "{what}: not saved in 10 s"
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_commit_is_tried_again_and_acknowledged_only_once_saved() {
+        let dir = std::env::temp_dir().join(format!("corral-store-retry-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let (store, _) = Store::open(&dir).expect("open");
+            store.fail_next_commits(2);
+            let started = std::time::Instant::now();
+            let (first_done, first) = oneshot::channel();
+            store.submit(
+                vec![Op::Task(task("t1", pb::TaskState::TaskRunning))],
+                vec![After::Durable(first_done)],
+            );
+            let (second_done, second) = oneshot::channel();
+            store.submit(
+                vec![Op::Task(task("t2", pb::TaskState::TaskFinished))],
+                vec![After::Durable(second_done)],
+            );
+            wait(first, "the first batch, after the failures");
+            // Two failures wait 100 ms and then 200 ms, and reopen the file each time.
+            assert!(
+                started.elapsed() >= RETRY_FIRST * 3,
+                "acknowledged after {:?}, before the retries",
+                started.elapsed()
+            );
+            second
+                .blocking_recv()
+                .expect("the batch queued behind it, committed too");
+            // The store still takes changes after the failures.
+            let (third_done, third) = oneshot::channel();
+            store.submit(
+                vec![Op::Task(task("t1", pb::TaskState::TaskFinished))],
+                vec![After::Durable(third_done)],
+            );
+            wait(third, "a batch after the failures");
+        }
+        let (_store, loaded) = Store::open(&dir).expect("reopen");
+        let state = |id: &str| {
+            loaded
+                .tasks
+                .iter()
+                .find(|t| t.spec.as_ref().is_some_and(|s| s.task_id == id))
+                .and_then(|t| t.status.as_ref())
+                .map(|s| s.state)
+        };
+        assert_eq!(state("t1"), Some(pb::TaskState::TaskFinished as i32));
+        assert_eq!(state("t2"), Some(pb::TaskState::TaskFinished as i32));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
