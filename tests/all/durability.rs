@@ -218,6 +218,65 @@ fn submit(master: &Master, dir: &TempDir, name: &str, scheduler: &str, workload:
     );
 }
 
+/// The names of the frameworks `corral framework list --json` shows.
+fn framework_names(master: &Master) -> Vec<String> {
+    let out = master.cli(&["framework", "list", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).expect("framework list json");
+    let mut names: Vec<String> = list
+        .iter()
+        .filter_map(|f| f["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn only_the_newest_ended_frameworks_are_kept_across_a_restart() {
+    // No agents: the frameworks are killed before they have tasks.
+    let mut master = Master::start(&["--max-completed-frameworks", "2"]);
+    let dir = TempDir::new("forget");
+    let names: Vec<String> = (0..4).map(|i| unique(&format!("ended{i}"))).collect();
+    let workload = "[[task]]\nimage = \"corral/busybox:test\"\ncommand = [\"true\"]\n";
+    for name in &names {
+        submit(&master, &dir, name, "first-fit", workload);
+        let out = master.cli(&["framework", "kill", name]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut newest = names[2..].to_vec();
+    newest.sort();
+    wait_for(
+        "the two oldest ended frameworks to be forgotten",
+        Duration::from_secs(10),
+        || framework_names(&master) == newest,
+    );
+    assert_eq!(
+        framework(&master, &names[3])["state"].as_str(),
+        Some("killed")
+    );
+    let out = master.cli(&["framework", "show", &names[0]]);
+    assert!(!out.status.success(), "a forgotten framework is not found");
+
+    // The registry's file forgot them too: right after the restart, before the master's
+    // first housekeeping tick could forget them again, only the newest two are listed.
+    master.restart_gracefully();
+    assert_eq!(framework_names(&master), newest);
+    assert!(
+        !std::fs::read_to_string(master.dir.0.join("master-restarted.log"))
+            .unwrap_or_default()
+            .contains("ended framework forgotten"),
+        "the restarted master had frameworks to forget again"
+    );
+}
+
 #[test]
 fn a_master_killed_mid_batch_finishes_it_with_every_task_run_once() {
     crate::harness::require_docker();

@@ -144,6 +144,22 @@ impl Master {
     /// Starts the master process again on the same address and state folder.
     pub fn restart(&mut self) {
         self.proc.kill9();
+        self.start_again();
+    }
+
+    /// Stops the master as an operator would (SIGTERM, waiting for it to exit), then
+    /// starts it again on the same address and state folder.
+    pub fn restart_gracefully(&mut self) {
+        let pid = self.proc.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        wait_for("the master to exit", Duration::from_secs(10), || {
+            !self.proc.is_running()
+        });
+        self.start_again();
+    }
+
+    fn start_again(&mut self) {
         self.proc = Proc::spawn(&self.args, self.dir.0.join("master-restarted.log"));
         let addr = self.addr;
         let ca = self.ca();

@@ -170,6 +170,10 @@ pub struct MasterOpts {
     /// very many tasks).
     #[arg(long, default_value = "250ms", value_parser = parse_duration)]
     pub scheduler_budget: Duration,
+    /// How many ended frameworks to keep, with their tasks, for `framework list` and
+    /// `framework show`; older ones are forgotten.
+    #[arg(long, default_value_t = corral_master::DEFAULT_MAX_COMPLETED_FRAMEWORKS)]
+    pub max_completed_frameworks: usize,
 }
 
 #[derive(Debug, Args)]
@@ -356,6 +360,7 @@ fn master_config(o: &MasterOpts) -> corral_master::MasterConfig {
         allocation_interval: o.allocation_interval,
         allocator: o.allocator.clone(),
         scheduler_budget: o.scheduler_budget,
+        max_completed_frameworks: o.max_completed_frameworks,
     }
 }
 

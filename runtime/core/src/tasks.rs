@@ -127,6 +127,18 @@ impl Tasks {
         }
     }
 
+    /// Forgets a task (one of an ended framework the master no longer keeps).
+    pub fn remove(&mut self, id: &str) -> Option<TaskEntry> {
+        let entry = self.tasks.remove(id)?;
+        if let Some(set) = self.by_agent.get_mut(&entry.agent_id) {
+            set.remove(id);
+            if set.is_empty() {
+                self.by_agent.remove(&entry.agent_id);
+            }
+        }
+        Some(entry)
+    }
+
     /// Puts back a task the master knew before it restarted, with its latest status.
     pub fn restore(&mut self, spec: pb::TaskSpec, status: pb::TaskStatus, agent_id: &str) {
         self.insert(TaskEntry {

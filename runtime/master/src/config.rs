@@ -27,6 +27,17 @@ pub struct MasterConfig {
     pub allocator: Option<PathBuf>,
     /// How long one call of a framework's scheduler may run before it is stopped.
     pub scheduler_budget: Duration,
+    /// How many ended frameworks the master keeps, with their tasks, for `framework list`
+    /// and `framework show`; older ones are forgotten (Mesos's `--max_completed_frameworks`).
+    #[serde(default = "default_max_completed_frameworks")]
+    pub max_completed_frameworks: usize,
+}
+
+/// Ended frameworks kept by default, as in Mesos.
+pub const DEFAULT_MAX_COMPLETED_FRAMEWORKS: usize = 50;
+
+fn default_max_completed_frameworks() -> usize {
+    DEFAULT_MAX_COMPLETED_FRAMEWORKS
 }
 
 /// How long one scheduler call may run by default: enough for a view of tens of thousands
@@ -45,6 +56,7 @@ impl Default for MasterConfig {
             allocation_interval: Duration::from_millis(250),
             allocator: None,
             scheduler_budget: DEFAULT_SCHEDULER_BUDGET,
+            max_completed_frameworks: DEFAULT_MAX_COMPLETED_FRAMEWORKS,
         }
     }
 }

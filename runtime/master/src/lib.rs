@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 
 use actix::{Actor, Addr};
 
-pub use config::MasterConfig;
+pub use config::{MasterConfig, DEFAULT_MAX_COMPLETED_FRAMEWORKS};
 use corral_transport::{pki::MasterIdentity, TransportError};
 use registry_actor::RegistryActor;
 

@@ -50,6 +50,8 @@ pub struct RegistryActor {
     /// Policy swaps saved by earlier runs of the master, oldest first.
     pub(crate) past_policies: Vec<corral_policy::SwapRecord>,
     pub(crate) next_history: u64,
+    /// Ended frameworks kept; see [`RegistryActor::forget_old_frameworks`].
+    pub(crate) max_completed_frameworks: usize,
 }
 
 /// A request the registry refused, with a stable code and a message for a person.
@@ -91,6 +93,7 @@ impl RegistryActor {
             past_policies: Vec::new(),
             next_history: 0,
             allocator: None,
+            max_completed_frameworks: config.max_completed_frameworks,
         }
     }
 
@@ -295,6 +298,7 @@ impl Actor for RegistryActor {
             let events = act.agents.tick(now);
             act.apply(events);
             act.enforce_drains(now);
+            act.forget_old_frameworks();
         });
     }
 }

@@ -20,6 +20,7 @@ use crate::frameworks::{
 };
 use crate::now_ms;
 use crate::registry_actor::{assign_ports, capacity, refused, Refused, RegistryActor};
+use crate::store::Op;
 
 /// The label every task a framework launches carries: the workload generation it was
 /// launched under (visible in `docker ps` and the API).
@@ -653,6 +654,59 @@ impl RegistryActor {
             self.send_kill(&task_id);
         }
         self.save_framework(id);
+    }
+
+    /// Forgets the frameworks that ended longest ago, beyond the newest
+    /// `max_completed_frameworks`, with their tasks, in memory and in the registry's file:
+    /// a cluster that runs jobs for months would otherwise keep every one it ever ran (and
+    /// list them all). A framework whose tasks are still being killed is kept until they
+    /// have ended. Tasks run without a framework (`corral task run`) are not forgotten.
+    pub(crate) fn forget_old_frameworks(&mut self) {
+        let ended = self.frameworks.values().filter(|f| !f.is_active()).count();
+        let Some(excess) = ended.checked_sub(self.max_completed_frameworks) else {
+            return;
+        };
+        if excess == 0 {
+            return;
+        }
+        let mut oldest: Vec<(u64, String)> = self
+            .frameworks
+            .values()
+            .filter(|f| !f.is_active())
+            .map(|f| (f.ended_at_ms, f.id.clone()))
+            .collect();
+        oldest.sort_unstable();
+        let mut forgotten = 0;
+        for (_, id) in oldest {
+            if forgotten == excess {
+                break;
+            }
+            let Some(fw) = self.frameworks.get(&id) else {
+                continue;
+            };
+            let tasks = &self.tasks;
+            if fw
+                .tasks
+                .iter()
+                .any(|(t, _)| tasks.get(t).is_some_and(|t| !t.state().is_terminal()))
+            {
+                continue;
+            }
+            let Some(fw) = self.frameworks.remove(&id) else {
+                continue;
+            };
+            for (task_id, _) in fw.tasks {
+                self.tasks.remove(&task_id);
+                self.task_meta.remove(&task_id);
+                self.ops.push(Op::ForgetTask(task_id));
+            }
+            self.ops.push(Op::ForgetFramework(id.clone()));
+            tracing::info!(framework = %id, name = %fw.name, "ended framework forgotten");
+            forgotten += 1;
+        }
+        if forgotten > 0 {
+            self.flush(None);
+        }
     }
 
     /// The wire form of a framework.

@@ -53,6 +53,10 @@ pub enum Op {
     Meta(String, Vec<u8>),
     /// One policy load or swap, in the order they happened.
     History(u64, pb::PolicyRecord),
+    /// Forget a task, by id.
+    ForgetTask(String),
+    /// Forget a framework, by id.
+    ForgetFramework(String),
 }
 
 /// Something to do once a batch is durable.
@@ -342,6 +346,12 @@ fn commit(db: &Database, batches: &[Batch]) -> Result<(), redb::Error> {
                 }
                 Op::History(seq, record) => {
                     history.insert(*seq, record.encode_to_vec().as_slice())?;
+                }
+                Op::ForgetTask(id) => {
+                    tasks.remove(id.as_str())?;
+                }
+                Op::ForgetFramework(id) => {
+                    frameworks.remove(id.as_str())?;
                 }
             }
         }
