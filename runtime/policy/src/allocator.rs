@@ -502,6 +502,62 @@ mod tests {
     }
 
     #[test]
+    fn duplicates_and_filters_are_caught_on_agents_offered_to_several_frameworks() {
+        let v = view();
+        let dup = |agent, framework| Err(InvalidAnswer::DuplicateOffer { agent, framework });
+        let cases = [
+            (
+                vec![offer(0, 0, 1), offer(0, 2, 1), offer(0, 0, 1)],
+                dup(0, 0),
+            ),
+            (
+                vec![offer(0, 0, 1), offer(0, 2, 1), offer(0, 2, 1)],
+                dup(0, 2),
+            ),
+            (
+                vec![
+                    offer(1, 0, 1),
+                    offer(1, 0, 1),
+                    offer(0, 2, 1),
+                    offer(0, 2, 1),
+                ],
+                dup(0, 2),
+            ),
+            (
+                vec![offer(1, 2, 1)],
+                Err(InvalidAnswer::Filtered {
+                    framework: 2,
+                    agent: 1,
+                }),
+            ),
+            (
+                vec![offer(1, 0, 1), offer(1, 2, 1)],
+                Err(InvalidAnswer::Filtered {
+                    framework: 2,
+                    agent: 1,
+                }),
+            ),
+            (vec![offer(0, 2, 1), offer(0, 0, 1), offer(1, 0, 1)], Ok(())),
+        ];
+        // One scratch for all, as a slot keeps it from cycle to cycle.
+        let mut scratch = CheckScratch::default();
+        let w = to_wit(&v);
+        for (offers, expected) in cases {
+            let mut o = wit::Offers {
+                agent: offers.iter().map(|o| o.agent).collect(),
+                framework: offers.iter().map(|o| o.framework).collect(),
+                resources: Default::default(),
+            };
+            o.resources.fill(&offers, |o| &o.resources);
+            assert_eq!(
+                check_wit(&w, &o, &mut scratch, None),
+                expected,
+                "{offers:?}"
+            );
+        }
+    }
+
+    #[test]
     fn every_kind_of_invalid_offer_is_caught() {
         let v = view();
         let cases = [
