@@ -35,7 +35,8 @@ fn stderr(out: &std::process::Output) -> String {
 #[test]
 fn tasks_run_report_and_fail_with_clear_errors() {
     crate::harness::require_docker();
-    let master = Master::start(&[]);
+    // Three ended tasks kept: the fourth to end makes the master forget the first.
+    let master = Master::start(&["--max-completed-tasks", "3"]);
     let agent_dir = TempDir::new("task-agent");
     let _agent = master.agent(&agent_dir.0, &["--ports", "31100-31199"]);
     let _cleanup = ContainerCleanup(agent_dir.0.clone());
@@ -151,6 +152,16 @@ fn tasks_run_report_and_fail_with_clear_errors() {
             .is_some_and(|m| m.contains("127.0.0.1:1/corral/does-not-exist:1")),
         "{t}"
     );
+
+    // Four tasks have ended, and three are kept: the first launched is forgotten.
+    wait_for(
+        "the oldest ended task to be forgotten",
+        Duration::from_secs(10),
+        || task(&master, &env_id).is_none(),
+    );
+    for id in [&exit_id, &sleep_id, &noimage_id] {
+        assert!(task(&master, id).is_some(), "{id} is kept");
+    }
 }
 
 #[test]

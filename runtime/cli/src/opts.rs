@@ -174,6 +174,10 @@ pub struct MasterOpts {
     /// `framework show`; older ones are forgotten.
     #[arg(long, default_value_t = corral_master::DEFAULT_MAX_COMPLETED_FRAMEWORKS)]
     pub max_completed_frameworks: usize,
+    /// How many ended tasks run without a framework (`corral task run`) to keep; older
+    /// ones are forgotten.
+    #[arg(long, default_value_t = corral_master::DEFAULT_MAX_COMPLETED_TASKS)]
+    pub max_completed_tasks: usize,
 }
 
 #[derive(Debug, Args)]
@@ -361,6 +365,7 @@ fn master_config(o: &MasterOpts) -> corral_master::MasterConfig {
         allocator: o.allocator.clone(),
         scheduler_budget: o.scheduler_budget,
         max_completed_frameworks: o.max_completed_frameworks,
+        max_completed_tasks: o.max_completed_tasks,
     }
 }
 

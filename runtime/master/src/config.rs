@@ -31,6 +31,10 @@ pub struct MasterConfig {
     /// and `framework show`; older ones are forgotten (Mesos's `--max_completed_frameworks`).
     #[serde(default = "default_max_completed_frameworks")]
     pub max_completed_frameworks: usize,
+    /// How many ended tasks run without a framework (`corral task run`) the master keeps;
+    /// older ones are forgotten.
+    #[serde(default = "default_max_completed_tasks")]
+    pub max_completed_tasks: usize,
 }
 
 /// Ended frameworks kept by default, as in Mesos.
@@ -38,6 +42,13 @@ pub const DEFAULT_MAX_COMPLETED_FRAMEWORKS: usize = 50;
 
 fn default_max_completed_frameworks() -> usize {
     DEFAULT_MAX_COMPLETED_FRAMEWORKS
+}
+
+/// Ended tasks without a framework kept by default (as Mesos keeps per framework).
+pub const DEFAULT_MAX_COMPLETED_TASKS: usize = 1000;
+
+fn default_max_completed_tasks() -> usize {
+    DEFAULT_MAX_COMPLETED_TASKS
 }
 
 /// How long one scheduler call may run by default: enough for a view of tens of thousands
@@ -57,6 +68,7 @@ impl Default for MasterConfig {
             allocator: None,
             scheduler_budget: DEFAULT_SCHEDULER_BUDGET,
             max_completed_frameworks: DEFAULT_MAX_COMPLETED_FRAMEWORKS,
+            max_completed_tasks: DEFAULT_MAX_COMPLETED_TASKS,
         }
     }
 }

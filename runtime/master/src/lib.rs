@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 
 use actix::{Actor, Addr};
 
-pub use config::{MasterConfig, DEFAULT_MAX_COMPLETED_FRAMEWORKS};
+pub use config::{MasterConfig, DEFAULT_MAX_COMPLETED_FRAMEWORKS, DEFAULT_MAX_COMPLETED_TASKS};
 use corral_transport::{pki::MasterIdentity, TransportError};
 use registry_actor::RegistryActor;
 

@@ -1,6 +1,6 @@
 //! The registry actor: the one owner of the master's books.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -52,6 +52,10 @@ pub struct RegistryActor {
     pub(crate) next_history: u64,
     /// Ended frameworks kept; see [`RegistryActor::forget_old_frameworks`].
     pub(crate) max_completed_frameworks: usize,
+    /// The tasks run without a framework, in launch order; see
+    /// [`RegistryActor::forget_old_tasks`].
+    pub(crate) standalone: VecDeque<String>,
+    pub(crate) max_completed_tasks: usize,
 }
 
 /// A request the registry refused, with a stable code and a message for a person.
@@ -94,7 +98,42 @@ impl RegistryActor {
             next_history: 0,
             allocator: None,
             max_completed_frameworks: config.max_completed_frameworks,
+            standalone: VecDeque::new(),
+            max_completed_tasks: config.max_completed_tasks,
         }
+    }
+
+    /// Forgets the ended tasks run without a framework that were launched longest ago,
+    /// beyond the newest `max_completed_tasks` of them, in memory and in the registry's
+    /// file (tasks run by hand, every minute for months, would otherwise all be kept).
+    /// Tasks still running are kept, however old.
+    pub(crate) fn forget_old_tasks(&mut self) {
+        if self.standalone.len() <= self.max_completed_tasks {
+            return;
+        }
+        let ended = |tasks: &Tasks, id: &str| tasks.get(id).is_none_or(|t| t.state().is_terminal());
+        let count = self
+            .standalone
+            .iter()
+            .filter(|id| ended(&self.tasks, id))
+            .count();
+        let mut excess = count.saturating_sub(self.max_completed_tasks);
+        if excess == 0 {
+            return;
+        }
+        let mut kept = VecDeque::with_capacity(self.standalone.len() - excess);
+        for id in std::mem::take(&mut self.standalone) {
+            if excess > 0 && ended(&self.tasks, &id) {
+                excess -= 1;
+                self.tasks.remove(&id);
+                self.task_meta.remove(&id);
+                self.ops.push(crate::store::Op::ForgetTask(id));
+            } else {
+                kept.push_back(id);
+            }
+        }
+        self.standalone = kept;
+        self.flush(None);
     }
 
     fn apply(&mut self, events: Vec<AgentEvent>) {
@@ -299,6 +338,7 @@ impl Actor for RegistryActor {
             act.apply(events);
             act.enforce_drains(now);
             act.forget_old_frameworks();
+            act.forget_old_tasks();
         });
     }
 }
@@ -482,6 +522,9 @@ impl Handler<RunTask> for RegistryActor {
         let launch = corral_wire::envelope(Body::LaunchTask(pb::LaunchTask {
             spec: Some(spec.clone()),
         }));
+        if spec.framework_id.is_empty() {
+            self.standalone.push_back(task_id.clone());
+        }
         self.tasks.add(now_ms(), spec, &agent_id);
         self.note_task(&task_id, 0);
         self.save_task(&task_id);

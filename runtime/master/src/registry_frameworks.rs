@@ -660,7 +660,7 @@ impl RegistryActor {
     /// `max_completed_frameworks`, with their tasks, in memory and in the registry's file:
     /// a cluster that runs jobs for months would otherwise keep every one it ever ran (and
     /// list them all). A framework whose tasks are still being killed is kept until they
-    /// have ended. Tasks run without a framework (`corral task run`) are not forgotten.
+    /// have ended. Tasks run without a framework: see [`RegistryActor::forget_old_tasks`].
     pub(crate) fn forget_old_frameworks(&mut self) {
         let ended = self.frameworks.values().filter(|f| !f.is_active()).count();
         let Some(excess) = ended.checked_sub(self.max_completed_frameworks) else {

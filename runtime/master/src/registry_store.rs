@@ -182,7 +182,9 @@ impl RegistryActor {
                 continue;
             };
             let id = spec.task_id.clone();
-            if !spec.framework_id.is_empty() {
+            if spec.framework_id.is_empty() {
+                self.standalone.push_back(id.clone());
+            } else {
                 by_framework
                     .entry(spec.framework_id.clone())
                     .or_default()
