@@ -676,11 +676,10 @@ impl RegistryActor {
             .map(|f| (f.ended_at_ms, f.id.clone()))
             .collect();
         oldest.sort_unstable();
+        // The oldest `excess` only: one whose tasks are still ending waits, and no newer
+        // one goes in its place.
         let mut forgotten = 0;
-        for (_, id) in oldest {
-            if forgotten == excess {
-                break;
-            }
+        for (_, id) in oldest.into_iter().take(excess) {
             let Some(fw) = self.frameworks.get(&id) else {
                 continue;
             };
@@ -804,8 +803,11 @@ impl RegistryActor {
     /// (which start with it) and the container names made from them do not clash with
     /// another incarnation of the framework, or another cluster on the same Docker host.
     fn next_framework_id(&self, name: &str) -> String {
+        // 48 random bits: ended frameworks are forgotten, so an id must not come back for
+        // a framework submitted again under the same name (agents may still hold
+        // containers and updates of the old one's tasks).
         loop {
-            let id = format!("{name}-{:06x}", rand::random::<u32>() & 0xff_ffff);
+            let id = format!("{name}-{:012x}", rand::random::<u64>() >> 16);
             if !self.frameworks.contains_key(&id) {
                 return id;
             }
@@ -1129,5 +1131,99 @@ mod tests {
     #[test]
     fn default_role_is_valid() {
         assert!(validate_role(crate::frameworks::DEFAULT_ROLE).is_ok());
+    }
+
+    /// An ended framework `id`, ended at `ended_at_ms`, with one task in `state`.
+    fn ended(
+        books: &mut RegistryActor,
+        slot: &Arc<SchedulerSlot>,
+        id: &str,
+        ended_at_ms: u64,
+        state: pb::TaskState,
+    ) {
+        let task_id = format!("{id}.t.1");
+        let spec = pb::TaskSpec {
+            task_id: task_id.clone(),
+            framework_id: id.to_owned(),
+            image: "busybox".into(),
+            ..Default::default()
+        };
+        books.tasks.add(1, spec, "agent-1");
+        books.note_task(&task_id, 1);
+        books.tasks.apply(&pb::TaskStatus {
+            task_id: task_id.clone(),
+            agent_id: "agent-1".into(),
+            state: state as i32,
+            update_id: "u1".into(),
+            ..Default::default()
+        });
+        books.frameworks.insert(
+            id.to_owned(),
+            Framework {
+                id: id.to_owned(),
+                name: id.to_owned(),
+                role: crate::frameworks::DEFAULT_ROLE.to_owned(),
+                workload: String::new(),
+                generation: 1,
+                state: FrameworkState::Completed,
+                message: String::new(),
+                submitted_at_ms: 0,
+                ended_at_ms,
+                suppressed: true,
+                demand: view::Resources::ZERO,
+                wanted: 0,
+                filters: Default::default(),
+                offers: BTreeMap::new(),
+                fresh_offers: false,
+                needs_schedule: false,
+                updates: Vec::new(),
+                tasks: vec![(task_id, 1)],
+                records: Default::default(),
+                calls: 0,
+                errors: 0,
+                last_error: String::new(),
+                digest: String::new(),
+                slot: slot.clone(),
+                actor: None,
+            },
+        );
+    }
+
+    #[test]
+    fn the_oldest_ended_frameworks_are_forgotten_and_one_still_ending_waits() {
+        let host = corral_policy::PolicyHost::new(corral_policy::PolicyConfig::default())
+            .expect("policy host");
+        let slot = Arc::new(SchedulerSlot::new(&host, "test"));
+        let config = crate::MasterConfig {
+            max_completed_frameworks: 2,
+            ..Default::default()
+        };
+        let mut books = RegistryActor::new(&config, None);
+        // The oldest still has a task being killed; three more ended after it.
+        ended(&mut books, &slot, "a", 10, pb::TaskState::TaskKilling);
+        ended(&mut books, &slot, "b", 20, pb::TaskState::TaskFinished);
+        ended(&mut books, &slot, "c", 30, pb::TaskState::TaskFinished);
+        ended(&mut books, &slot, "d", 40, pb::TaskState::TaskFailed);
+        books.forget_old_frameworks();
+        let ids = |books: &RegistryActor| books.frameworks.keys().cloned().collect::<Vec<_>>();
+        // Two too many: `a` waits for its task, `b` goes, and none of the newest two
+        // goes in `a`'s place.
+        assert_eq!(ids(&books), ["a", "c", "d"]);
+        assert!(books.tasks.get("b.t.1").is_none(), "b's task is forgotten");
+        assert!(!books.task_meta.contains_key("b.t.1"));
+        assert!(books.tasks.get("a.t.1").is_some());
+        // Once `a`'s task has ended, `a` goes.
+        books.tasks.apply(&pb::TaskStatus {
+            task_id: "a.t.1".into(),
+            agent_id: "agent-1".into(),
+            state: pb::TaskState::TaskKilled as i32,
+            update_id: "u2".into(),
+            ..Default::default()
+        });
+        books.forget_old_frameworks();
+        assert_eq!(ids(&books), ["c", "d"]);
+        assert!(books.tasks.get("a.t.1").is_none());
+        books.forget_old_frameworks();
+        assert_eq!(ids(&books), ["c", "d"], "nothing more to forget");
     }
 }

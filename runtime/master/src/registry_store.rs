@@ -206,15 +206,19 @@ impl RegistryActor {
                 _ => FrameworkState::Failed,
             };
             let slot = slots.remove(&f.framework_id);
-            let (state, message, slot) = match (state, slot) {
-                (FrameworkState::Active, Some(slot)) => (state, f.message, slot),
+            // A framework failed here (its scheduler lost) ended now: the newest of the
+            // ended frameworks, the last to be forgotten.
+            let (state, message, slot, ended_at_ms) = match (state, slot) {
+                (FrameworkState::Active, Some(slot)) => (state, f.message, slot, f.ended_at_ms),
                 (FrameworkState::Active, None) => (
                     FrameworkState::Failed,
                     "its scheduler could not be loaded after the master restarted".to_owned(),
                     empty_slot(&f.name),
+                    now,
                 ),
-                (state, _) => (state, f.message, empty_slot(&f.name)),
+                (state, _) => (state, f.message, empty_slot(&f.name), f.ended_at_ms),
             };
+            let failed_now = ended_at_ms != f.ended_at_ms;
             let demand = f.demand.unwrap_or_default();
             let fw = Framework {
                 id: f.framework_id.clone(),
@@ -225,7 +229,7 @@ impl RegistryActor {
                 state,
                 message,
                 submitted_at_ms: f.submitted_at_ms,
-                ended_at_ms: f.ended_at_ms,
+                ended_at_ms,
                 suppressed: f.suppressed,
                 demand: view::Resources::new(demand.cpus_milli, demand.mem_mb, demand.disk_mb),
                 wanted: f.wanted,
@@ -243,7 +247,11 @@ impl RegistryActor {
                 slot,
                 actor: None,
             };
-            self.frameworks.insert(f.framework_id, fw);
+            let id = f.framework_id;
+            self.frameworks.insert(id.clone(), fw);
+            if failed_now {
+                self.save_framework(&id);
+            }
         }
     }
 

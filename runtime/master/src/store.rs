@@ -463,9 +463,7 @@ mod tests {
                 "acknowledged after {:?}, before the retries",
                 started.elapsed()
             );
-            second
-                .blocking_recv()
-                .expect("the batch queued behind it, committed too");
+            wait(second, "the batch queued behind it");
             // The store still takes changes after the failures.
             let (third_done, third) = oneshot::channel();
             store.submit(

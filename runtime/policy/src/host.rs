@@ -60,9 +60,12 @@ impl PolicyHost {
         // `pool_keep_resident` bytes of a slot's memory are reset in place when the call
         // ends instead of being returned to the kernel, so that the next call does not
         // page-fault its memory in again. With the PAGEMAP_SCAN ioctl (Linux 6.7+) only
-        // the pages the call wrote are reset, rather than all of them: it halves the cost
-        // of a call on an empty view (27 µs to 13 µs on a 2-core machine); older kernels
-        // reset everything, as before.
+        // the slot's resident pages are reset, rather than all `pool_keep_resident` bytes:
+        // it halves the cost of a call on an empty view (27 µs to 13 µs on a 2-core
+        // machine); older kernels reset everything, as before. Resident means touched by
+        // any call since the slot was made, not only by this one (the kernel counts every
+        // resident page as written): after one large call, every call on the slot resets
+        // as much as that call touched, up to the size of its own memory.
         let calls = config.concurrent_calls;
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(calls)
