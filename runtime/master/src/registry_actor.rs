@@ -56,6 +56,8 @@ pub struct RegistryActor {
     /// [`RegistryActor::forget_old_tasks`].
     pub(crate) standalone: VecDeque<String>,
     pub(crate) max_completed_tasks: usize,
+    /// The digest of the allocator a restart loads, whose component is kept.
+    pub(crate) allocator_digest: Option<String>,
 }
 
 /// A request the registry refused, with a stable code and a message for a person.
@@ -100,6 +102,7 @@ impl RegistryActor {
             max_completed_frameworks: config.max_completed_frameworks,
             standalone: VecDeque::new(),
             max_completed_tasks: config.max_completed_tasks,
+            allocator_digest: None,
         }
     }
 

@@ -679,6 +679,7 @@ impl RegistryActor {
         // The oldest `excess` only: one whose tasks are still ending waits, and no newer
         // one goes in its place.
         let mut forgotten = 0;
+        let mut components = HashSet::new();
         for (_, id) in oldest.into_iter().take(excess) {
             let Some(fw) = self.frameworks.get(&id) else {
                 continue;
@@ -694,6 +695,7 @@ impl RegistryActor {
             let Some(fw) = self.frameworks.remove(&id) else {
                 continue;
             };
+            components.extend(scheduler_digests(&fw).filter(|d| !d.is_empty()));
             for (task_id, _) in fw.tasks {
                 self.tasks.remove(&task_id);
                 self.task_meta.remove(&task_id);
@@ -703,9 +705,32 @@ impl RegistryActor {
             tracing::info!(framework = %id, name = %fw.name, "ended framework forgotten");
             forgotten += 1;
         }
+        for digest in self.unused_components(components) {
+            self.ops.push(Op::ForgetComponent(digest));
+        }
         if forgotten > 0 {
             self.flush(None);
         }
+    }
+
+    /// Of `digests` (the scheduler components of forgotten frameworks), those no kept
+    /// framework has loaded and that are not the allocator's: their components, kept for
+    /// restarts, are no longer needed.
+    fn unused_components(&self, mut digests: HashSet<String>) -> Vec<String> {
+        if let Some(d) = &self.allocator_digest {
+            digests.remove(d);
+        }
+        for fw in self.frameworks.values() {
+            if digests.is_empty() {
+                break;
+            }
+            for d in scheduler_digests(fw) {
+                digests.remove(&d);
+            }
+        }
+        let mut unused: Vec<String> = digests.into_iter().collect();
+        unused.sort();
+        unused
     }
 
     /// The wire form of a framework.
@@ -813,6 +838,12 @@ impl RegistryActor {
             }
         }
     }
+}
+
+/// Every scheduler component a framework has had: the one a restart loads, and each one
+/// its slot has loaded in this run.
+fn scheduler_digests(fw: &Framework) -> impl Iterator<Item = String> + '_ {
+    std::iter::once(fw.digest.clone()).chain(fw.slot.history().into_iter().map(|r| r.digest))
 }
 
 /// Builds a framework's scheduler records in full when they are not in step with its
@@ -1225,5 +1256,16 @@ mod tests {
         assert!(books.tasks.get("a.t.1").is_none());
         books.forget_old_frameworks();
         assert_eq!(ids(&books), ["c", "d"], "nothing more to forget");
+
+        // The components of forgotten frameworks go, unless a kept framework or the
+        // allocator still needs them.
+        for (id, digest) in [("c", "x"), ("d", "y")] {
+            if let Some(fw) = books.frameworks.get_mut(id) {
+                fw.digest = digest.into();
+            }
+        }
+        books.allocator_digest = Some("alloc".into());
+        let forgotten = ["x", "y", "z", "alloc"].map(String::from).into();
+        assert_eq!(books.unused_components(forgotten), ["z"]);
     }
 }

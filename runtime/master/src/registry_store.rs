@@ -143,6 +143,10 @@ impl RegistryActor {
         empty_slot: impl Fn(&str) -> Arc<SchedulerSlot>,
     ) {
         let now = now_ms();
+        self.allocator_digest = loaded
+            .meta
+            .get(ALLOCATOR_KEY)
+            .and_then(|d| String::from_utf8(d.clone()).ok());
         for (seq, r) in loaded.history {
             self.next_history = self.next_history.max(seq);
             self.past_policies.push(swap_record(r));
@@ -281,8 +285,11 @@ impl Handler<SaveAllocator> for RegistryActor {
 
     fn handle(&mut self, msg: SaveAllocator, _: &mut Self::Context) {
         self.save_component(&msg.digest, msg.bytes);
-        self.ops
-            .push(Op::Meta(ALLOCATOR_KEY.to_owned(), msg.digest.into_bytes()));
+        self.ops.push(Op::Meta(
+            ALLOCATOR_KEY.to_owned(),
+            msg.digest.clone().into_bytes(),
+        ));
+        self.allocator_digest = Some(msg.digest);
         self.flush(None);
     }
 }

@@ -57,6 +57,8 @@ pub enum Op {
     ForgetTask(String),
     /// Forget a framework, by id.
     ForgetFramework(String),
+    /// Forget a policy component, by digest.
+    ForgetComponent(String),
 }
 
 /// Something to do once a batch is durable.
@@ -352,6 +354,9 @@ fn commit(db: &Database, batches: &[Batch]) -> Result<(), redb::Error> {
                 }
                 Op::ForgetFramework(id) => {
                     frameworks.remove(id.as_str())?;
+                }
+                Op::ForgetComponent(digest) => {
+                    components.remove(digest.as_str())?;
                 }
             }
         }
