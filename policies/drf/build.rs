@@ -3,7 +3,7 @@
 //! does not grow its memory. Growing costs the host two `mprotect` calls per call (the new
 //! pages opened, then closed again when the pooled instance is reset): a cycle of 1,000
 //! agents × 100 frameworks took 73 µs with them, 64 µs without. More initial memory costs
-//! a little on every call, as the host scans it for the pages the call wrote.
+//! a little on every call, as the host scans it for the pages to reset (those present).
 fn main() {
     println!("cargo::rustc-cdylib-link-arg=--initial-memory={}", 4 << 20);
 }

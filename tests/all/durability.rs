@@ -9,13 +9,7 @@ use serde_json::Value;
 use crate::harness::{agent_id, unique, wait_for, ContainerCleanup, Master, TempDir, TEST_IMAGE};
 
 fn tasks(master: &Master) -> Vec<Value> {
-    let out = master.cli(&["task", "list", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("task list json")
+    master.cli_list(&["task", "list", "--json"])
 }
 
 fn task(master: &Master, id: &str) -> Option<Value> {
@@ -183,13 +177,7 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
 
 /// `corral framework show NAME --json`, parsed.
 fn framework(master: &Master, name: &str) -> Value {
-    let out = master.cli(&["framework", "show", name, "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("framework show json")
+    master.cli_json(&["framework", "show", name, "--json"])
 }
 
 fn framework_tasks(master: &Master, name: &str) -> Vec<Value> {
@@ -220,14 +208,8 @@ fn submit(master: &Master, dir: &TempDir, name: &str, scheduler: &str, workload:
 
 /// The names of the frameworks `corral framework list --json` shows.
 fn framework_names(master: &Master) -> Vec<String> {
-    let out = master.cli(&["framework", "list", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let list: Vec<Value> = serde_json::from_slice(&out.stdout).expect("framework list json");
-    let mut names: Vec<String> = list
+    let mut names: Vec<String> = master
+        .cli_list(&["framework", "list", "--json"])
         .iter()
         .filter_map(|f| f["name"].as_str().map(str::to_owned))
         .collect();
@@ -244,12 +226,7 @@ fn only_the_newest_ended_frameworks_are_kept_across_a_restart() {
     let workload = "[[task]]\nimage = \"corral/busybox:test\"\ncommand = [\"true\"]\n";
     for name in &names {
         submit(&master, &dir, name, "first-fit", workload);
-        let out = master.cli(&["framework", "kill", name]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        master.cli_ok(&["framework", "kill", name]);
     }
     let mut newest = names[2..].to_vec();
     newest.sort();
@@ -316,8 +293,7 @@ fn a_master_killed_mid_batch_finishes_it_with_every_task_run_once() {
     let f = framework(&master, &name);
     assert_eq!(f["id"], fw_id.as_str(), "{f}");
     assert!(f["workload"].as_str().is_some_and(|w| w.contains("t49")));
-    let out = master.cli(&["policy", "list", "--json"]);
-    let records: Vec<Value> = serde_json::from_slice(&out.stdout).expect("policy list json");
+    let records = master.cli_list(&["policy", "list", "--json"]);
     let slot = format!("framework/{name}");
     let mine: Vec<&Value> = records
         .iter()

@@ -69,17 +69,6 @@ impl Cluster {
         path
     }
 
-    fn cli_ok(&self, args: &[&str]) -> String {
-        let out = self.master.cli(args);
-        assert!(
-            out.status.success(),
-            "corral {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
     fn submit(&self, name: &str, scheduler: &str, workload: &str, extra: &[&str]) {
         let path = self.file(&format!("{name}.toml"), workload);
         let path = path.display().to_string();
@@ -93,12 +82,11 @@ impl Cluster {
             &path,
         ];
         args.extend_from_slice(extra);
-        self.cli_ok(&args);
+        self.master.cli_ok(&args);
     }
 
     fn framework(&self, name: &str) -> Value {
-        let out = self.cli_ok(&["framework", "show", name, "--json"]);
-        serde_json::from_str(&out).expect("framework show --json")
+        self.master.cli_json(&["framework", "show", name, "--json"])
     }
 
     fn tasks(&self, name: &str) -> Vec<Value> {
@@ -169,7 +157,7 @@ fn batch_retries_failures_and_completes() {
         .find(|t| t["name"] == "ok-0")
         .and_then(|t| t["id"].as_str())
         .unwrap_or("");
-    let out = cluster.cli_ok(&["task", "logs", ok0]);
+    let out = cluster.master.cli_ok(&["task", "logs", ok0]);
     assert!(out.contains("batch task 0"), "logs: {out}");
 }
 
@@ -276,7 +264,7 @@ fn service_keeps_its_instances_through_failures_and_rolls_updates() {
 
     // A rolling update: one instance at a time, never fewer than 3 running.
     let path = cluster.file("v2.toml", &service_workload(3, "v2"));
-    cluster.cli_ok(&[
+    cluster.master.cli_ok(&[
         "framework",
         "update",
         &fw,
@@ -343,7 +331,7 @@ fn swapping_a_schedulers_placement_changes_where_new_instances_go() {
         .collect();
     assert_ne!(placed[0].1, placed[1].1, "spread puts one on each agent");
 
-    let out = cluster.cli_ok(&[
+    let out = cluster.master.cli_ok(&[
         "policy",
         "swap",
         &format!("framework/{fw}"),
@@ -378,7 +366,7 @@ fn swapping_a_schedulers_placement_changes_where_new_instances_go() {
         .expect("survivor");
     assert_eq!(state(s), "TASK_RUNNING");
     assert!(tasks.iter().all(|t| state(t) != "TASK_LOST"), "{tasks:?}");
-    let policies = cluster.cli_ok(&["policy", "list"]);
+    let policies = cluster.master.cli_ok(&["policy", "list"]);
     assert!(policies.contains(&format!("framework/{fw}")), "{policies}");
 }
 
@@ -434,8 +422,8 @@ fn frameworks_share_the_cluster_by_weight() {
         (sa - sb).abs() <= task_share + 1e-9,
         "equal weights: shares {sa} and {sb} within one task ({task_share})"
     );
-    cluster.cli_ok(&["framework", "kill", &a]);
-    cluster.cli_ok(&["framework", "kill", &b]);
+    cluster.master.cli_ok(&["framework", "kill", &a]);
+    cluster.master.cli_ok(&["framework", "kill", &b]);
     wait_for("the cluster emptied", Duration::from_secs(60), || {
         cluster
             .master
@@ -449,7 +437,7 @@ fn frameworks_share_the_cluster_by_weight() {
     // with a drain while they are submitted.
     let ids = cluster.agent_ids();
     for id in &ids {
-        cluster.cli_ok(&["agent", "drain", id]);
+        cluster.master.cli_ok(&["agent", "drain", id]);
     }
     let (c, d) = (unique("fair-c"), unique("fair-d"));
     cluster.submit(
@@ -465,7 +453,7 @@ fn frameworks_share_the_cluster_by_weight() {
         &["--role", "rd", "--weight", "1"],
     );
     for id in &ids {
-        cluster.cli_ok(&["agent", "undrain", id]);
+        cluster.master.cli_ok(&["agent", "undrain", id]);
     }
     wait_for("a full cluster", Duration::from_secs(90), || {
         running_count(&cluster, &c) + running_count(&cluster, &d) == 12

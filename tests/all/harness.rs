@@ -227,18 +227,36 @@ impl Master {
             .expect("run corral")
     }
 
-    /// `corral agents --json`, parsed.
-    pub fn agents(&self) -> Vec<serde_json::Value> {
-        let out = self.cli(&["agents", "--json"]);
+    /// Runs a client command that must succeed, and returns what it printed.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
         assert!(
             out.status.success(),
-            "corral agents failed: {}",
+            "corral {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        match serde_json::from_slice(&out.stdout) {
-            Ok(serde_json::Value::Array(a)) => a,
-            other => panic!("corral agents --json printed no array: {other:?}"),
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a client command that must succeed and print JSON (give it `--json`), parsed.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.cli_ok(args);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("corral {args:?} printed no JSON ({e}): {out}"))
+    }
+
+    /// [`Master::cli_json`] for a command that prints a list.
+    pub fn cli_list(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        match self.cli_json(args) {
+            serde_json::Value::Array(a) => a,
+            other => panic!("corral {args:?} printed no list: {other}"),
         }
+    }
+
+    /// `corral agents --json`, parsed.
+    pub fn agents(&self) -> Vec<serde_json::Value> {
+        self.cli_list(&["agents", "--json"])
     }
 
     /// The state of the agent with this id, if the master knows it.

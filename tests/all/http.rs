@@ -241,9 +241,7 @@ fn http_api_metrics_and_web_ui_against_a_running_cluster() {
     assert_eq!(task["agent_id"], id.as_str());
     assert_eq!(task["image"], TEST_IMAGE);
     assert_eq!(task["cpus"], 0.5);
-    let out = master.cli(&["task", "list", "--json"]);
-    assert!(out.status.success());
-    let cli_tasks: Value = serde_json::from_slice(&out.stdout).expect("task list json");
+    let cli_tasks = master.cli_json(&["task", "list", "--json"]);
     assert_eq!(
         Some(&task),
         task_named(&cli_tasks, &task_id),

@@ -7,16 +7,7 @@ use serde_json::Value;
 use crate::harness::{wait_for, Master, TempDir};
 
 fn policies(master: &Master) -> Vec<Value> {
-    let out = master.cli(&["policy", "list", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    match serde_json::from_slice(&out.stdout) {
-        Ok(Value::Array(a)) => a,
-        other => panic!("policy list --json printed no array: {other:?}"),
-    }
+    master.cli_list(&["policy", "list", "--json"])
 }
 
 fn active(master: &Master) -> String {

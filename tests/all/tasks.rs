@@ -8,14 +8,10 @@ use serde_json::Value;
 use crate::harness::{unique, wait_for, ContainerCleanup, Master, TempDir, TEST_IMAGE};
 
 fn task(master: &Master, id: &str) -> Option<Value> {
-    let out = master.cli(&["task", "list", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tasks: Vec<Value> = serde_json::from_slice(&out.stdout).expect("task list json");
-    tasks.into_iter().find(|t| t["id"] == id)
+    master
+        .cli_list(&["task", "list", "--json"])
+        .into_iter()
+        .find(|t| t["id"] == id)
 }
 
 fn run(master: &Master, args: &[&str]) -> std::process::Output {

@@ -138,11 +138,11 @@ impl AgentActor {
         let found_ids: HashSet<String> = found.iter().map(|r| r.status.task_id.clone()).collect();
         for r in found {
             let id = r.status.task_id.clone();
-            let known_state = self
+            let (known_state, known_ended) = self
                 .tasks
                 .get(&id)
                 .and_then(|t| t.status.as_ref())
-                .map(|s| s.state);
+                .map_or((None, false), |s| (Some(s.state), s.is_terminal()));
             let entry = self
                 .tasks
                 .entry(id.clone())
@@ -153,7 +153,7 @@ impl AgentActor {
             if entry.spec.is_none() {
                 entry.spec = r.spec.clone();
             }
-            let terminal = TaskState::try_from(r.status.state).is_ok_and(TaskState::is_terminal);
+            let terminal = r.status.is_terminal();
             tracing::info!(task_id = %id, state = r.status.state, "recovered task");
             // A task that ended while the agent was down is reported with its exit code.
             // One that had ended before keeps its checkpointed status, whose update the
@@ -161,10 +161,7 @@ impl AgentActor {
             // the acknowledgement would never match it).
             if terminal && known_state != Some(r.status.state) {
                 self.record(r.status);
-            } else if !known_state
-                .and_then(|s| TaskState::try_from(s).ok())
-                .is_some_and(TaskState::is_terminal)
-            {
+            } else if !known_ended {
                 entry.status = Some(r.status);
             }
         }
@@ -175,12 +172,7 @@ impl AgentActor {
             .tasks
             .iter()
             .filter(|(id, _)| !found_ids.contains(*id))
-            .filter(|(_, t)| {
-                !t.status
-                    .as_ref()
-                    .and_then(|s| TaskState::try_from(s.state).ok())
-                    .is_some_and(TaskState::is_terminal)
-            })
+            .filter(|(_, t)| !t.status.as_ref().is_some_and(pb::TaskStatus::is_terminal))
             .map(|(id, t)| pb::TaskStatus {
                 task_id: id.clone(),
                 framework_id: t
@@ -556,10 +548,9 @@ impl Handler<FromMaster> for AgentActor {
                 if found.is_some() {
                     // A task whose terminal update is acknowledged is done with.
                     let done = self.tasks.get(&ack.task_id).is_some_and(|t| {
-                        t.status.as_ref().is_some_and(|s| {
-                            s.update_id == ack.update_id
-                                && TaskState::try_from(s.state).is_ok_and(TaskState::is_terminal)
-                        })
+                        t.status
+                            .as_ref()
+                            .is_some_and(|s| s.update_id == ack.update_id && s.is_terminal())
                     });
                     if done {
                         self.tasks.remove(&ack.task_id);
@@ -598,7 +589,7 @@ impl Unsent {
 /// burst of a hundred tasks' three states each then costs a hundred lookups, not a scan
 /// and a shift per state.
 fn queue_update(pending: &mut VecDeque<Pending>, unsent: &mut Unsent, status: pb::TaskStatus) {
-    let terminal = TaskState::try_from(status.state).is_ok_and(TaskState::is_terminal);
+    let terminal = status.is_terminal();
     let entry = Pending {
         status: status.clone(),
         next_retry: Instant::now() + RETRY_FIRST,

@@ -33,8 +33,8 @@
 //! framework of each role, are kept by loser trees ([`Tourney`]): a unit changes the
 //! winning framework's share and its role's key, each a pass of `log n` branch-free
 //! comparisons from a leaf to the root against the losers stored on the way (a winner
-//! tree, which reads both children at each level, made a cycle of 1,000 agents × 100
-//! frameworks 5% slower; a binary heap's pop and push, twice as slow again). A cycle costs
+//! tree, which reads both children at each level and whose pass cost half a binary heap's
+//! pop and push, made a cycle of 1,000 agents × 100 frameworks 5% slower). A cycle costs
 //! about `O(classes · agents + units · log frameworks)`; the answer is the linear scan's.
 
 use crate::view::{AllocatorView, Framework, Offer, Resources};

@@ -128,9 +128,7 @@ impl RegistryActor {
         for id in std::mem::take(&mut self.standalone) {
             if excess > 0 && ended(&self.tasks, &id) {
                 excess -= 1;
-                self.tasks.remove(&id);
-                self.task_meta.remove(&id);
-                self.ops.push(crate::store::Op::ForgetTask(id));
+                self.forget_task(id);
             } else {
                 kept.push_back(id);
             }

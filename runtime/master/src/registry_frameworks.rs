@@ -697,9 +697,7 @@ impl RegistryActor {
             };
             components.extend(scheduler_digests(&fw).filter(|d| !d.is_empty()));
             for (task_id, _) in fw.tasks {
-                self.tasks.remove(&task_id);
-                self.task_meta.remove(&task_id);
-                self.ops.push(Op::ForgetTask(task_id));
+                self.forget_task(task_id);
             }
             self.ops.push(Op::ForgetFramework(id.clone()));
             tracing::info!(framework = %id, name = %fw.name, "ended framework forgotten");

@@ -43,6 +43,13 @@ impl RegistryActor {
         }));
     }
 
+    /// Forgets an ended task, and queues its removal from the registry's file.
+    pub(crate) fn forget_task(&mut self, task_id: String) {
+        self.tasks.remove(&task_id);
+        self.task_meta.remove(&task_id);
+        self.ops.push(Op::ForgetTask(task_id));
+    }
+
     /// Queues a framework's record for the next commit.
     pub(crate) fn save_framework(&mut self, id: &str) {
         let Some(f) = self.frameworks.get(id) else {

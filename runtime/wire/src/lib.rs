@@ -133,6 +133,13 @@ impl pb::TaskState {
     }
 }
 
+impl pb::TaskStatus {
+    /// Whether its state is a known one that no further state can follow.
+    pub fn is_terminal(&self) -> bool {
+        pb::TaskState::try_from(self.state).is_ok_and(pb::TaskState::is_terminal)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
