@@ -1,6 +1,7 @@
 //! Frameworks end to end: the example schedulers in the offer loop of a real master, with
 //! real agents and containers (the fairness test included).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,8 +24,15 @@ struct Cluster {
 
 impl Cluster {
     fn start(n: usize, cpus: &str) -> Self {
+        Self::start_with(n, cpus, &[])
+    }
+
+    /// As [`Cluster::start`], the master started with `extra` flags too.
+    fn start_with(n: usize, cpus: &str, extra: &[&str]) -> Self {
         crate::harness::require_docker();
-        let master = Master::start(&["--agent-timeout", "2s", "--allocation-interval", "100ms"]);
+        let mut args = vec!["--agent-timeout", "2s", "--allocation-interval", "100ms"];
+        args.extend_from_slice(extra);
+        let master = Master::start(&args);
         let mut cluster = Cluster {
             master,
             agents: Vec::new(),
@@ -161,6 +169,84 @@ fn batch_retries_failures_and_completes() {
     assert!(out.contains("batch task 0"), "logs: {out}");
 }
 
+/// The attempt number at the end of a task id (`{framework}.{name}.{attempt}`).
+fn attempt_of(id: &str) -> u32 {
+    id.rsplit('.')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0)
+}
+
+fn attempt(t: &Value) -> u32 {
+    attempt_of(t["id"].as_str().unwrap_or(""))
+}
+
+#[test]
+fn a_crash_looping_service_keeps_only_its_newest_ended_tasks_across_a_restart() {
+    let mut cluster = Cluster::start_with(1, "2", &["--max-completed-tasks-per-framework", "2"]);
+    let fw = unique("crashloop");
+    let workload = format!(
+        "instances = 1\nimage = \"{TEST_IMAGE}\"\ncommand = [\"sh\", \"-c\", \"exit 3\"]\ncpus = 0.1\nmem_mb = 32\n"
+    );
+    cluster.submit(&fw, "service", &workload, &[]);
+    // The instance fails and is relaunched over and over. The master keeps its two newest
+    // ended attempts and the newest attempt (running or not), plus any launched since its
+    // last pass; attempts go on being numbered from where they were, so an id that has
+    // left the view never comes back.
+    let mut seen = BTreeSet::new();
+    let mut gone = BTreeSet::new();
+    let mut settled = |c: &Cluster, from: u32| {
+        let tasks = c.tasks(&fw);
+        let ids: BTreeSet<String> = tasks
+            .iter()
+            .filter_map(|t| t["id"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(ids.len(), tasks.len(), "ids are unique: {tasks:?}");
+        let back: Vec<&String> = ids.intersection(&gone).collect();
+        assert!(
+            back.is_empty(),
+            "launched again under ids that had left the view: {back:?}"
+        );
+        gone.extend(seen.difference(&ids).cloned());
+        seen = ids;
+        let newest = tasks.iter().map(attempt).max().unwrap_or(0);
+        (newest >= from + 5 && tasks.len() <= 4 && tasks.iter().all(|t| attempt(t) + 3 > newest))
+            .then_some(newest)
+    };
+    let mut before = 0;
+    wait_for(
+        "six attempts, the oldest forgotten",
+        Duration::from_secs(120),
+        || settled(&cluster, 0).inspect(|&n| before = n).is_some(),
+    );
+    let instance = format!(".{fw}-0.");
+    let first_forgotten = |c: &Cluster| {
+        let all = c.master.cli_list(&["task", "list", "--json"]);
+        let mine: Vec<&Value> = all
+            .iter()
+            .filter(|t| t["id"].as_str().is_some_and(|id| id.contains(&instance)))
+            .collect();
+        assert!(
+            !mine.is_empty() && mine.iter().all(|t| attempt(t) > 0),
+            "the first attempt is forgotten by the whole master: {mine:?}"
+        );
+    };
+    first_forgotten(&cluster);
+
+    // After a restart, forgotten tasks stay forgotten (the registry's file forgot them
+    // too), and the numbering goes on: a scheduler that counted the tasks it is shown
+    // would launch ids again.
+    cluster.master.restart_gracefully();
+    first_forgotten(&cluster);
+    wait_for(
+        "attempts after the restart",
+        Duration::from_secs(120),
+        || settled(&cluster, before).is_some(),
+    );
+    let f = cluster.framework(&fw);
+    assert_eq!(f["state"], "active", "{f}");
+}
+
 fn service_workload(instances: u32, version: &str) -> String {
     format!(
         r#"instances = {instances}
@@ -210,7 +296,7 @@ fn service_keeps_its_instances_through_failures_and_rolls_updates() {
     });
     // Spread across the two agents.
     let tasks = cluster.tasks(&fw);
-    let agents: std::collections::BTreeSet<&str> = running(&tasks)
+    let agents: BTreeSet<&str> = running(&tasks)
         .iter()
         .filter_map(|t| t["agent_id"].as_str())
         .collect();

@@ -92,7 +92,7 @@ pub enum Progress<'v> {
     Exhausted(&'v Task),
 }
 
-/// Where `job` stands given its attempts (oldest first).
+/// Where `job` stands given its attempts in the view (oldest first).
 pub fn progress<'v>(job: &Job, attempts: &[&'v Task]) -> Progress<'v> {
     if attempts.iter().any(|t| t.state == TaskState::Finished) {
         return Progress::Done;
@@ -100,8 +100,9 @@ pub fn progress<'v>(job: &Job, attempts: &[&'v Task]) -> Progress<'v> {
     if attempts.iter().any(|t| is_live(t)) {
         return Progress::Running;
     }
+    // Older attempts may have left the view; the newest one's number counts them all.
     match attempts.last() {
-        Some(last) if attempts.len() > job.retries as usize => Progress::Exhausted(last),
+        Some(last) if last.attempt as usize >= job.retries as usize => Progress::Exhausted(last),
         _ => Progress::Launch,
     }
 }

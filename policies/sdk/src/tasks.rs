@@ -1,8 +1,9 @@
 //! The framework's tasks by instance name, and task ids.
 //!
 //! A task id is `{framework-id}.{name}.{attempt}`, where `attempt` counts the tasks of
-//! that name already in the view (0 for the first launch). Every task the framework ever
-//! launched stays in the view, so ids never repeat.
+//! that name the framework launched before (0 for the first launch). The host numbers
+//! attempts (`Task::attempt`) and keeps the newest attempt of every name in the view, even
+//! when it forgets older ended tasks, so ids never repeat.
 
 use std::collections::BTreeMap;
 
@@ -43,7 +44,7 @@ impl<'v> Tasks<'v> {
         }
     }
 
-    /// Every attempt of instance `name`, oldest first.
+    /// The attempts of instance `name` the view holds, oldest first (the newest always).
     pub fn of(&self, name: &str) -> &[&'v Task] {
         self.by_name.get(name).map_or(&[], Vec::as_slice)
     }
@@ -53,9 +54,14 @@ impl<'v> Tasks<'v> {
         self.of(name).iter().copied().filter(|t| is_live(t))
     }
 
-    /// How many attempts of `name` were launched.
+    /// How many attempts of `name` were launched, older ones the view no longer holds
+    /// included (the newest attempt's number, plus one).
     pub fn attempts(&self, name: &str) -> usize {
-        self.of(name).len()
+        self.of(name)
+            .iter()
+            .map(|t| t.attempt as usize + 1)
+            .max()
+            .unwrap_or(0)
     }
 
     /// The id of the next attempt of `name`.

@@ -178,6 +178,10 @@ pub struct MasterOpts {
     /// ones are forgotten.
     #[arg(long, default_value_t = corral_master::DEFAULT_MAX_COMPLETED_TASKS)]
     pub max_completed_tasks: usize,
+    /// How many ended tasks of each running framework to keep (and show its scheduler);
+    /// older ones are forgotten, but never the newest attempt of an instance name.
+    #[arg(long, default_value_t = corral_master::DEFAULT_MAX_COMPLETED_TASKS)]
+    pub max_completed_tasks_per_framework: usize,
 }
 
 #[derive(Debug, Args)]
@@ -366,6 +370,7 @@ fn master_config(o: &MasterOpts) -> corral_master::MasterConfig {
         scheduler_budget: o.scheduler_budget,
         max_completed_frameworks: o.max_completed_frameworks,
         max_completed_tasks: o.max_completed_tasks,
+        max_completed_tasks_per_framework: o.max_completed_tasks_per_framework,
     }
 }
 

@@ -35,6 +35,11 @@ pub struct MasterConfig {
     /// older ones are forgotten.
     #[serde(default = "default_max_completed_tasks")]
     pub max_completed_tasks: usize,
+    /// How many ended tasks of each running framework the master keeps (and shows its
+    /// scheduler); older ones are forgotten, except the newest attempt of every instance
+    /// name (Mesos's `--max_completed_tasks_per_framework`).
+    #[serde(default = "default_max_completed_tasks")]
+    pub max_completed_tasks_per_framework: usize,
 }
 
 /// Ended frameworks kept by default, as in Mesos.
@@ -44,7 +49,8 @@ fn default_max_completed_frameworks() -> usize {
     DEFAULT_MAX_COMPLETED_FRAMEWORKS
 }
 
-/// Ended tasks without a framework kept by default (as Mesos keeps per framework).
+/// Ended tasks kept by default, without a framework and per running framework (as Mesos
+/// keeps per framework).
 pub const DEFAULT_MAX_COMPLETED_TASKS: usize = 1000;
 
 fn default_max_completed_tasks() -> usize {
@@ -69,6 +75,7 @@ impl Default for MasterConfig {
             scheduler_budget: DEFAULT_SCHEDULER_BUDGET,
             max_completed_frameworks: DEFAULT_MAX_COMPLETED_FRAMEWORKS,
             max_completed_tasks: DEFAULT_MAX_COMPLETED_TASKS,
+            max_completed_tasks_per_framework: DEFAULT_MAX_COMPLETED_TASKS,
         }
     }
 }

@@ -124,6 +124,16 @@ pub struct OfferEntry {
     pub resources: Resources,
 }
 
+/// One of a framework's tasks, in its books.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameworkTask {
+    pub id: String,
+    /// The workload generation it was launched under.
+    pub generation: u32,
+    /// How many tasks of its name the framework launched before it.
+    pub attempt: u32,
+}
+
 /// One framework.
 pub struct Framework {
     pub id: String,
@@ -151,8 +161,11 @@ pub struct Framework {
     pub needs_schedule: bool,
     /// Status updates its scheduler has not seen, in order.
     pub updates: Vec<pb::TaskStatus>,
-    /// Its tasks' ids, in launch order, with the workload generation they were launched under.
-    pub tasks: Vec<(String, u32)>,
+    /// Its tasks, in launch order (ended ones beyond the newest
+    /// `max_completed_tasks_per_framework` forgotten, but never the newest of a name).
+    pub tasks: Vec<FrameworkTask>,
+    /// Instance name → how many tasks of that name it launched: the next one's attempt.
+    pub attempts: HashMap<String, u32>,
     /// Its scheduler's records of `tasks`, in the same order.
     pub records: TaskRecords,
     pub calls: u64,
@@ -165,6 +178,14 @@ pub struct Framework {
 }
 
 impl Framework {
+    /// Numbers a new task of instance `name`: the tasks of that name launched before it.
+    pub fn next_attempt(&mut self, name: &str) -> u32 {
+        let next = self.attempts.entry(name.to_owned()).or_default();
+        let attempt = *next;
+        *next = next.saturating_add(1);
+        attempt
+    }
+
     /// Whether the framework takes part in allocation.
     pub fn is_active(&self) -> bool {
         self.state == FrameworkState::Active

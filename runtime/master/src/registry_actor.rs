@@ -42,8 +42,8 @@ pub struct RegistryActor {
     /// Records to write with the next flush, and what to do once they are durable.
     pub(crate) ops: Vec<crate::store::Op>,
     pub(crate) after: Vec<crate::store::After>,
-    /// Each task's launch order and workload generation.
-    pub(crate) task_meta: HashMap<String, (u64, u32)>,
+    /// Each task's launch order, workload generation and attempt.
+    pub(crate) task_meta: HashMap<String, (u64, u32, u32)>,
     pub(crate) next_seq: u64,
     /// The allocator, told when new offers could be made at once.
     pub(crate) allocator: Option<Addr<crate::allocator_actor::AllocatorActor>>,
@@ -56,6 +56,9 @@ pub struct RegistryActor {
     /// [`RegistryActor::forget_old_tasks`].
     pub(crate) standalone: VecDeque<String>,
     pub(crate) max_completed_tasks: usize,
+    /// Ended tasks kept per running framework; see
+    /// [`RegistryActor::forget_old_framework_tasks`].
+    pub(crate) max_completed_tasks_per_framework: usize,
     /// The digest of the allocator a restart loads, whose component is kept.
     pub(crate) allocator_digest: Option<String>,
 }
@@ -102,6 +105,7 @@ impl RegistryActor {
             max_completed_frameworks: config.max_completed_frameworks,
             standalone: VecDeque::new(),
             max_completed_tasks: config.max_completed_tasks,
+            max_completed_tasks_per_framework: config.max_completed_tasks_per_framework,
             allocator_digest: None,
         }
     }
@@ -339,6 +343,7 @@ impl Actor for RegistryActor {
             act.apply(events);
             act.enforce_drains(now);
             act.forget_old_frameworks();
+            act.forget_old_framework_tasks();
             act.forget_old_tasks();
         });
     }
@@ -527,7 +532,7 @@ impl Handler<RunTask> for RegistryActor {
             self.standalone.push_back(task_id.clone());
         }
         self.tasks.add(now_ms(), spec, &agent_id);
-        self.note_task(&task_id, 0);
+        self.note_task(&task_id, 0, 0);
         self.save_task(&task_id);
         let out = self.links.get(&agent_id).map(|l| l.out.clone());
         let sent = out.is_some();

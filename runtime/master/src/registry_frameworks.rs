@@ -15,8 +15,8 @@ use corral_wire::pb::{self, envelope::Body};
 use crate::convert;
 use crate::framework_actor::{Decide, FrameworkActor, Poke, SchedulerTurn, Stop, Turn};
 use crate::frameworks::{
-    validate_name, validate_role, validate_workload, Framework, FrameworkState, OfferEntry,
-    ERROR_REFUSE_MS, MAX_REFUSE_SECONDS,
+    validate_name, validate_role, validate_workload, Framework, FrameworkState, FrameworkTask,
+    OfferEntry, ERROR_REFUSE_MS, MAX_REFUSE_SECONDS,
 };
 use crate::now_ms;
 use crate::registry_actor::{assign_ports, capacity, refused, Refused, RegistryActor};
@@ -100,11 +100,12 @@ impl RegistryActor {
     }
 
     /// The scheduler's record of a task as the registry holds it now.
-    fn view_task(tasks: &Tasks, task_id: &str, generation: u32) -> Option<wit::Task> {
+    fn view_task(tasks: &Tasks, task_id: &str, generation: u32, attempt: u32) -> Option<wit::Task> {
         let t = tasks.get(task_id)?;
         Some(wit::Task {
             task_id: task_id.to_owned(),
             name: t.spec.name.clone(),
+            attempt,
             agent_id: t.agent_id.clone(),
             state: convert::state_to_wit(t.status.state),
             reason: convert::reason_to_wit(t.status.reason),
@@ -123,20 +124,24 @@ impl RegistryActor {
         };
         match fw.records.get(task_id) {
             Some(record) => {
-                if let Some(t) = Self::view_task(&self.tasks, task_id, record.generation) {
+                if let Some(t) =
+                    Self::view_task(&self.tasks, task_id, record.generation, record.attempt)
+                {
                     fw.records.replace(t);
                 }
             }
             None => {
                 // New tasks are appended to `fw.tasks` before this is called, so records
                 // keep launch order; anything else is caught by the rebuild in `turn`.
-                if fw.records.len() + 1 != fw.tasks.len()
-                    || fw.tasks.last().map(|(id, _)| id.as_str()) != Some(task_id)
-                {
+                let Some(last) = fw.tasks.last() else {
+                    return;
+                };
+                if fw.records.len() + 1 != fw.tasks.len() || last.id != task_id {
                     return;
                 }
-                let generation = fw.tasks.last().map(|(_, g)| *g).unwrap_or(0);
-                if let Some(t) = Self::view_task(&self.tasks, task_id, generation) {
+                if let Some(t) =
+                    Self::view_task(&self.tasks, task_id, last.generation, last.attempt)
+                {
                     fw.records.push(t);
                 }
             }
@@ -549,8 +554,9 @@ impl RegistryActor {
             let launch = corral_wire::envelope(Body::LaunchTask(pb::LaunchTask {
                 spec: Some(spec.clone()),
             }));
+            let attempt = self.next_attempt(fw_id, &spec.name);
             self.tasks.add(now, spec, &agent_id);
-            self.note_task(&task_id, generation);
+            self.note_task(&task_id, generation, attempt);
             self.save_task(&task_id);
             match self.links.get(&agent_id).map(|l| l.out.clone()) {
                 Some(out) => self.send_when_saved(&out, launch),
@@ -559,7 +565,11 @@ impl RegistryActor {
                 }
             }
             if let Some(fw) = self.frameworks.get_mut(fw_id) {
-                fw.tasks.push((task_id.clone(), generation));
+                fw.tasks.push(FrameworkTask {
+                    id: task_id.clone(),
+                    generation,
+                    attempt,
+                });
             }
             self.refresh_view_task(fw_id, &task_id);
             crate::http::metrics::METRICS.launches.inc();
@@ -586,8 +596,9 @@ impl RegistryActor {
         }
         tracing::info!(task_id = %spec.task_id, framework = %fw_id, error = %message, "launch refused");
         let task_id = spec.task_id.clone();
+        let attempt = self.next_attempt(fw_id, &spec.name);
         self.tasks.add(now, spec, agent_id);
-        self.note_task(&task_id, generation);
+        self.note_task(&task_id, generation, attempt);
         let status = pb::TaskStatus {
             task_id: task_id.clone(),
             framework_id: fw_id.to_owned(),
@@ -601,7 +612,11 @@ impl RegistryActor {
         self.tasks.apply(&status);
         self.save_task(&task_id);
         if let Some(fw) = self.frameworks.get_mut(fw_id) {
-            fw.tasks.push((task_id, generation));
+            fw.tasks.push(FrameworkTask {
+                id: task_id,
+                generation,
+                attempt,
+            });
         }
         // Adds the framework's record of it, and tells its scheduler.
         self.task_changed(&status);
@@ -647,13 +662,81 @@ impl RegistryActor {
         let live: Vec<String> = fw
             .tasks
             .iter()
-            .filter(|(t, _)| self.tasks.get(t).is_some_and(|t| !t.state().is_terminal()))
-            .map(|(t, _)| t.clone())
+            .filter(|t| {
+                self.tasks
+                    .get(&t.id)
+                    .is_some_and(|t| !t.state().is_terminal())
+            })
+            .map(|t| t.id.clone())
             .collect();
         for task_id in live {
             self.send_kill(&task_id);
         }
         self.save_framework(id);
+    }
+
+    /// Numbers a new task of `fw_id` named `name` (see [`Framework::next_attempt`]).
+    fn next_attempt(&mut self, fw_id: &str, name: &str) -> u32 {
+        self.frameworks
+            .get_mut(fw_id)
+            .map_or(0, |fw| fw.next_attempt(name))
+    }
+
+    /// Forgets, for each running framework, its ended tasks beyond the newest
+    /// `max_completed_tasks_per_framework` of them, oldest first (as Mesos's
+    /// `--max_completed_tasks_per_framework`), in memory, in the registry's file and in the
+    /// views its scheduler is given: a service whose tasks are restarted for months would
+    /// otherwise keep every attempt. The newest attempt of every name stays, however old:
+    /// it tells the scheduler how that instance ended and how many attempts it had. A
+    /// framework whose scheduler has updates it has not seen yet waits for its next turn.
+    pub(crate) fn forget_old_framework_tasks(&mut self) {
+        let limit = self.max_completed_tasks_per_framework;
+        let mut forgotten = Vec::new();
+        for fw in self.frameworks.values_mut() {
+            if !fw.is_active() || !fw.updates.is_empty() || fw.tasks.len() <= limit {
+                continue;
+            }
+            let tasks = &self.tasks;
+            let ended =
+                |t: &FrameworkTask| tasks.get(&t.id).is_none_or(|t| t.state().is_terminal());
+            let Some(mut excess) = fw
+                .tasks
+                .iter()
+                .filter(|t| ended(t))
+                .count()
+                .checked_sub(limit)
+            else {
+                continue;
+            };
+            let attempts = &fw.attempts;
+            let newest = |t: &FrameworkTask| {
+                tasks.get(&t.id).is_some_and(|task| {
+                    attempts.get(&task.spec.name) == Some(&t.attempt.saturating_add(1))
+                })
+            };
+            let before = forgotten.len();
+            fw.tasks.retain(|t| {
+                if excess > 0 && ended(t) && !newest(t) {
+                    excess -= 1;
+                    forgotten.push(t.id.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            if forgotten.len() > before {
+                // Rebuilt from `tasks` at its next turn.
+                fw.records.clear();
+                tracing::debug!(framework = %fw.id, forgotten = forgotten.len() - before, "ended tasks forgotten");
+            }
+        }
+        if forgotten.is_empty() {
+            return;
+        }
+        for task_id in forgotten {
+            self.forget_task(task_id);
+        }
+        self.flush(None);
     }
 
     /// Forgets the frameworks that ended longest ago, beyond the newest
@@ -688,7 +771,7 @@ impl RegistryActor {
             if fw
                 .tasks
                 .iter()
-                .any(|(t, _)| tasks.get(t).is_some_and(|t| !t.state().is_terminal()))
+                .any(|t| tasks.get(&t.id).is_some_and(|t| !t.state().is_terminal()))
             {
                 continue;
             }
@@ -696,8 +779,8 @@ impl RegistryActor {
                 continue;
             };
             components.extend(scheduler_digests(&fw).filter(|d| !d.is_empty()));
-            for (task_id, _) in fw.tasks {
-                self.forget_task(task_id);
+            for task in fw.tasks {
+                self.forget_task(task.id);
             }
             self.ops.push(Op::ForgetFramework(id.clone()));
             tracing::info!(framework = %id, name = %fw.name, "ended framework forgotten");
@@ -737,8 +820,8 @@ impl RegistryActor {
         // string compares in it), then named.
         let mut by_state: HashMap<pb::TaskState, u32> = HashMap::new();
         let mut allocated = fw.offered();
-        for (task_id, _) in &fw.tasks {
-            if let Some(t) = self.tasks.get(task_id) {
+        for task in &fw.tasks {
+            if let Some(t) = self.tasks.get(&task.id) {
                 let state = t.state();
                 *by_state.entry(state).or_default() += 1;
                 if !state.is_terminal() {
@@ -851,8 +934,8 @@ fn ensure_view_tasks(tasks: &Tasks, fw: &mut Framework) {
         return;
     }
     fw.records.clear();
-    for (task_id, generation) in &fw.tasks {
-        if let Some(t) = RegistryActor::view_task(tasks, task_id, *generation) {
+    for task in &fw.tasks {
+        if let Some(t) = RegistryActor::view_task(tasks, &task.id, task.generation, task.attempt) {
             fw.records.push(t);
         }
     }
@@ -980,6 +1063,7 @@ impl Handler<AddFramework> for RegistryActor {
             needs_schedule: true,
             updates: Vec::new(),
             tasks: Vec::new(),
+            attempts: HashMap::new(),
             records: Default::default(),
             calls: 0,
             errors: 0,
@@ -1178,7 +1262,7 @@ mod tests {
             ..Default::default()
         };
         books.tasks.add(1, spec, "agent-1");
-        books.note_task(&task_id, 1);
+        books.note_task(&task_id, 1, 0);
         books.tasks.apply(&pb::TaskStatus {
             task_id: task_id.clone(),
             agent_id: "agent-1".into(),
@@ -1186,36 +1270,152 @@ mod tests {
             update_id: "u1".into(),
             ..Default::default()
         });
-        books.frameworks.insert(
-            id.to_owned(),
-            Framework {
-                id: id.to_owned(),
-                name: id.to_owned(),
-                role: crate::frameworks::DEFAULT_ROLE.to_owned(),
-                workload: String::new(),
-                generation: 1,
-                state: FrameworkState::Completed,
-                message: String::new(),
-                submitted_at_ms: 0,
-                ended_at_ms,
-                suppressed: true,
-                demand: view::Resources::ZERO,
-                wanted: 0,
-                filters: Default::default(),
-                offers: BTreeMap::new(),
-                fresh_offers: false,
-                needs_schedule: false,
-                updates: Vec::new(),
-                tasks: vec![(task_id, 1)],
-                records: Default::default(),
-                calls: 0,
-                errors: 0,
-                last_error: String::new(),
-                digest: String::new(),
-                slot: slot.clone(),
-                actor: None,
-            },
+        let mut fw = framework(id, slot, FrameworkState::Completed);
+        fw.ended_at_ms = ended_at_ms;
+        let attempt = fw.next_attempt("");
+        fw.tasks.push(FrameworkTask {
+            id: task_id,
+            generation: 1,
+            attempt,
+        });
+        books.frameworks.insert(id.to_owned(), fw);
+    }
+
+    /// A framework `id` in `state` with no tasks.
+    fn framework(id: &str, slot: &Arc<SchedulerSlot>, state: FrameworkState) -> Framework {
+        Framework {
+            id: id.to_owned(),
+            name: id.to_owned(),
+            role: crate::frameworks::DEFAULT_ROLE.to_owned(),
+            workload: String::new(),
+            generation: 1,
+            state,
+            message: String::new(),
+            submitted_at_ms: 0,
+            ended_at_ms: 0,
+            suppressed: true,
+            demand: view::Resources::ZERO,
+            wanted: 0,
+            filters: Default::default(),
+            offers: BTreeMap::new(),
+            fresh_offers: false,
+            needs_schedule: false,
+            updates: Vec::new(),
+            tasks: Vec::new(),
+            attempts: HashMap::new(),
+            records: Default::default(),
+            calls: 0,
+            errors: 0,
+            last_error: String::new(),
+            digest: String::new(),
+            slot: slot.clone(),
+            actor: None,
+        }
+    }
+
+    /// Launches task `{fw}.{name}.{attempt}` of running framework `fw` and leaves it in
+    /// `state`.
+    fn launched(books: &mut RegistryActor, fw: &str, name: &str, state: pb::TaskState) {
+        let Some(f) = books.frameworks.get_mut(fw) else {
+            panic!("no framework {fw}");
+        };
+        let attempt = f.next_attempt(name);
+        let task_id = format!("{fw}.{name}.{attempt}");
+        f.tasks.push(FrameworkTask {
+            id: task_id.clone(),
+            generation: 1,
+            attempt,
+        });
+        let spec = pb::TaskSpec {
+            task_id: task_id.clone(),
+            framework_id: fw.to_owned(),
+            name: name.to_owned(),
+            image: "busybox".into(),
+            ..Default::default()
+        };
+        books.tasks.add(1, spec, "agent-1");
+        books.note_task(&task_id, 1, attempt);
+        books.tasks.apply(&pb::TaskStatus {
+            task_id,
+            agent_id: "agent-1".into(),
+            state: state as i32,
+            update_id: format!("u-{name}-{attempt}"),
+            ..Default::default()
+        });
+    }
+
+    #[test]
+    fn a_running_framework_forgets_its_oldest_ended_tasks_but_not_the_newest_of_a_name() {
+        use pb::TaskState::{TaskFailed, TaskFinished, TaskRunning};
+        let host = corral_policy::PolicyHost::new(corral_policy::PolicyConfig::default())
+            .expect("policy host");
+        let slot = Arc::new(SchedulerSlot::new(&host, "test"));
+        let config = crate::MasterConfig {
+            max_completed_tasks_per_framework: 2,
+            ..Default::default()
+        };
+        let mut books = RegistryActor::new(&config, None);
+        books
+            .frameworks
+            .insert("f".into(), framework("f", &slot, FrameworkState::Active));
+        for (name, state) in [
+            ("web", TaskFailed),
+            ("web", TaskFailed),
+            ("job", TaskFinished),
+            ("web", TaskFailed),
+            ("db", TaskFailed),
+            ("db", TaskFailed),
+            ("web", TaskRunning),
+        ] {
+            launched(&mut books, "f", name, state);
+        }
+        let ids = |books: &RegistryActor| {
+            books.frameworks["f"]
+                .tasks
+                .iter()
+                .map(|t| t.id.clone())
+                .collect::<Vec<_>>()
+        };
+        // Updates its scheduler has not seen: nothing goes yet.
+        fn fw(books: &mut RegistryActor) -> &mut Framework {
+            books.frameworks.get_mut("f").expect("f")
+        }
+        fw(&mut books).updates.push(Default::default());
+        books.forget_old_framework_tasks();
+        assert_eq!(ids(&books).len(), 7);
+        fw(&mut books).updates.clear();
+
+        // Six ended, two may stay: the four oldest that are not the newest of their name
+        // go (`job.0` and `db.1` are; `web.3` runs).
+        books.forget_old_framework_tasks();
+        assert_eq!(ids(&books), ["f.job.0", "f.db.1", "f.web.3"]);
+        for gone in ["f.web.0", "f.web.1", "f.web.2", "f.db.0"] {
+            assert!(books.tasks.get(gone).is_none(), "{gone} forgotten");
+            assert!(
+                !books.task_meta.contains_key(gone),
+                "{gone}'s meta forgotten"
+            );
+        }
+        // Attempts go on from where they were, and the records are rebuilt from the rest.
+        assert_eq!(fw(&mut books).next_attempt("web"), 4);
+        let f = books.frameworks.get_mut("f").expect("f");
+        ensure_view_tasks(&books.tasks, f);
+        let records: Vec<(String, u32)> = f
+            .records
+            .list()
+            .iter()
+            .map(|t| (t.task_id.clone(), t.attempt))
+            .collect();
+        assert_eq!(
+            records,
+            [
+                ("f.job.0".into(), 0),
+                ("f.db.1".into(), 1),
+                ("f.web.3".into(), 3)
+            ]
         );
+        books.forget_old_framework_tasks();
+        assert_eq!(ids(&books).len(), 3, "nothing more to forget");
     }
 
     #[test]

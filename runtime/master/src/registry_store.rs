@@ -12,7 +12,7 @@ use corral_wire::pb;
 use tokio::sync::mpsc;
 
 use crate::framework_actor::{FrameworkActor, Poke};
-use crate::frameworks::{Framework, FrameworkState};
+use crate::frameworks::{Framework, FrameworkState, FrameworkTask};
 use crate::now_ms;
 use crate::registry_actor::RegistryActor;
 use crate::store::{After, Loaded, Op};
@@ -21,11 +21,11 @@ use crate::store::{After, Loaded, Op};
 pub const ALLOCATOR_KEY: &str = "allocator";
 
 impl RegistryActor {
-    /// Remembers a new task's launch order and workload generation.
-    pub(crate) fn note_task(&mut self, task_id: &str, generation: u32) {
+    /// Remembers a new task's launch order, workload generation and attempt.
+    pub(crate) fn note_task(&mut self, task_id: &str, generation: u32, attempt: u32) {
         self.next_seq += 1;
         self.task_meta
-            .insert(task_id.to_owned(), (self.next_seq, generation));
+            .insert(task_id.to_owned(), (self.next_seq, generation, attempt));
     }
 
     /// Queues a task's record for the next commit.
@@ -33,13 +33,14 @@ impl RegistryActor {
         let Some(t) = self.tasks.get(task_id) else {
             return;
         };
-        let (seq, generation) = self.task_meta.get(task_id).copied().unwrap_or((0, 0));
+        let (seq, generation, attempt) = self.task_meta.get(task_id).copied().unwrap_or((0, 0, 0));
         self.ops.push(Op::Task(pb::StoredTask {
             spec: Some(t.spec.clone()),
             status: Some(t.status.clone()),
             agent_id: t.agent_id.clone(),
             generation,
             seq,
+            attempt: Some(attempt),
         }));
     }
 
@@ -187,22 +188,38 @@ impl RegistryActor {
         }
         let mut tasks = loaded.tasks;
         tasks.sort_by_key(|t| t.seq);
-        let mut by_framework: HashMap<String, Vec<(String, u32)>> = HashMap::new();
+        let mut by_framework: HashMap<String, Vec<FrameworkTask>> = HashMap::new();
+        // Per framework, instance name → tasks of that name launched: the next attempt.
+        let mut attempts: HashMap<String, HashMap<String, u32>> = HashMap::new();
         for t in tasks {
             let (Some(spec), Some(status)) = (t.spec, t.status) else {
                 continue;
             };
             let id = spec.task_id.clone();
+            let mut attempt = 0;
             if spec.framework_id.is_empty() {
                 self.standalone.push_back(id.clone());
             } else {
+                // Records written before attempts were kept are numbered in launch order,
+                // as schedulers counted them then (every task was kept).
+                let next = attempts
+                    .entry(spec.framework_id.clone())
+                    .or_default()
+                    .entry(spec.name.clone())
+                    .or_default();
+                attempt = t.attempt.unwrap_or(*next);
+                *next = (*next).max(attempt.saturating_add(1));
                 by_framework
                     .entry(spec.framework_id.clone())
                     .or_default()
-                    .push((id.clone(), t.generation));
+                    .push(FrameworkTask {
+                        id: id.clone(),
+                        generation: t.generation,
+                        attempt,
+                    });
             }
             self.next_seq = self.next_seq.max(t.seq);
-            self.task_meta.insert(id, (t.seq, t.generation));
+            self.task_meta.insert(id, (t.seq, t.generation, attempt));
             self.tasks.restore(spec, status, &t.agent_id);
         }
         let agent_ids: Vec<String> = self.agents.iter().map(|a| a.id.clone()).collect();
@@ -250,6 +267,7 @@ impl RegistryActor {
                 needs_schedule: true,
                 updates: Vec::new(),
                 tasks: by_framework.remove(&f.framework_id).unwrap_or_default(),
+                attempts: attempts.remove(&f.framework_id).unwrap_or_default(),
                 records: Default::default(),
                 calls: 0,
                 errors: 0,

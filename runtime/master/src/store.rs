@@ -383,6 +383,7 @@ mod tests {
             }),
             agent_id: "a1".into(),
             generation: 1,
+            attempt: Some(0),
             seq: 1,
         }
     }

@@ -41,6 +41,7 @@ fn view(tasks: usize, offers: usize, count: usize) -> SchedulerView {
             .map(|i| Task {
                 task_id: format!("{framework_id}.hello-{i}.1"),
                 name: format!("hello-{i}"),
+                attempt: 1,
                 agent_id: format!("agent-{:04}-0123456789abcdef", i % 100),
                 state: TaskState::Running,
                 reason: TaskReason::Unspecified,

@@ -101,6 +101,7 @@ fn spread_and_bin_pack_place_the_same_tasks_differently() {
     spread.view.tasks.push(Task {
         task_id: "fw.old.0".into(),
         name: "old".into(),
+        attempt: 0,
         agent_id: "a2".into(),
         state: TaskState::Running,
         reason: TaskReason::Unspecified,
@@ -283,6 +284,7 @@ fn validation_view() -> SchedulerView {
     v.tasks.push(Task {
         task_id: "done".into(),
         name: "done".into(),
+        attempt: 0,
         agent_id: "a1".into(),
         state: TaskState::Finished,
         reason: TaskReason::CommandExited,

@@ -131,9 +131,17 @@ impl Sim {
                 Decision::Launch(l) => {
                     let agent = self.view.offers[l.offer as usize].agent_id.clone();
                     for spec in &l.tasks {
+                        // As the host numbers attempts (the simulator forgets no task).
+                        let attempt = self
+                            .view
+                            .tasks
+                            .iter()
+                            .filter(|t| t.name == spec.name)
+                            .count() as u32;
                         self.view.tasks.push(Task {
                             task_id: spec.task_id.clone(),
                             name: spec.name.clone(),
+                            attempt,
                             agent_id: agent.clone(),
                             state: TaskState::Staging,
                             reason: TaskReason::Unspecified,
