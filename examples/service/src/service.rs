@@ -69,7 +69,8 @@ pub fn log_updates(updates: &[TaskStatus]) {
 /// of a failed one, replacement of a lost one). Live tasks but no target (an older
 /// generation, or a draining agent): the instance needs a replacement, and replacements go
 /// one at a time. A target next to older tasks is a replacement in flight: once it is
-/// running (and healthy, with a health check) the older tasks are killed.
+/// running (and healthy, with a health check) the older tasks are killed, and the next
+/// replacement starts when their agents say they are being killed.
 pub fn decide(view: &SchedulerView, strategy: Strategy) -> Vec<Decision> {
     let svc = match parse(view) {
         Ok(s) => s,
@@ -100,11 +101,16 @@ pub fn decide(view: &SchedulerView, strategy: Strategy) -> Vec<Decision> {
             .collect();
         match live.iter().rev().find(|t| current(t)) {
             Some(target) => {
-                let older = live.iter().filter(|t| t.task_id != target.task_id);
+                let older: Vec<&&Task> = live
+                    .iter()
+                    .filter(|t| t.task_id != target.task_id)
+                    .collect();
+                // A replacement is in flight until its older tasks are gone: killed now
+                // once it is ready, they still count until their agent says they are
+                // being killed, so the next replacement waits for that.
+                in_flight |= !older.is_empty();
                 if ready(target) {
-                    decisions.extend(older.map(|t| Decision::Kill(t.task_id.clone())));
-                } else if older.count() > 0 {
-                    in_flight = true;
+                    decisions.extend(older.iter().map(|t| Decision::Kill(t.task_id.clone())));
                 }
             }
             None if live.is_empty() => launch_now.push(name),

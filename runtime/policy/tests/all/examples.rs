@@ -342,11 +342,14 @@ fn service_rolls_an_update_one_instance_at_a_time_waiting_for_health() {
         assert!(kills(&d).is_empty() && demand(&d).is_none(), "{d:?}");
         let d = sim.schedule(agents());
         assert!(launches(&d).is_empty(), "{d:?}");
-        // Healthy: the old instance is killed, and the next replacement is wanted.
+        // Healthy: the old instance is killed; the next replacement is wanted once the
+        // old one is told to be going (the simulator marks it killing at once; the agent
+        // reports it later).
         let d = sim.update(&[new.as_str()], TaskState::Running, Some(true));
         assert_eq!(kills(&d), [old.to_string()]);
+        assert!(!wants_whole_agents(&d), "{d:?}");
+        let d = sim.update(&[*old], TaskState::Killed, None);
         assert_eq!(wants_whole_agents(&d), i < 2, "{d:?}");
-        sim.update(&[*old], TaskState::Killed, None);
     }
     assert_eq!(sim.ids(TaskState::Running).len(), 3);
     assert!(sim
