@@ -155,9 +155,21 @@ fn batch_retries_failures_and_completes() {
         .filter(|t| t["name"] == "always-fails")
         .collect();
     assert_eq!(failing.len(), 3, "the failing task ran 1 + 2 retries times");
-    for t in failing {
+    for t in &failing {
         assert_eq!(state(t), "TASK_FAILED", "{t}");
         assert_eq!(t["exit_code"], 7, "{t}");
+    }
+    // Each relaunch waited for its backoff: 1 s after the first failure, 2 s after the
+    // second (the master's clock launches, the agent's reports the end: one machine here).
+    let at = |t: &Value, key: &str| t[key].as_u64().unwrap_or(0);
+    for k in 0..2 {
+        let (failed, next) = (failing[k], failing[k + 1]);
+        let gap = at(next, "launched_ms").saturating_sub(at(failed, "updated_ms"));
+        assert!(
+            gap >= 1000 << k,
+            "attempt {} launched {gap} ms after attempt {k} failed",
+            k + 1
+        );
     }
     // What a task printed comes back through the master.
     let ok0 = tasks
@@ -186,7 +198,7 @@ fn a_crash_looping_service_keeps_only_its_newest_ended_tasks_across_a_restart() 
     let mut cluster = Cluster::start_with(1, "2", &["--max-completed-tasks-per-framework", "2"]);
     let fw = unique("crashloop");
     let workload = format!(
-        "instances = 1\nimage = \"{TEST_IMAGE}\"\ncommand = [\"sh\", \"-c\", \"exit 3\"]\ncpus = 0.1\nmem_mb = 32\n"
+        "instances = 1\nbackoff_ms = 0\nimage = \"{TEST_IMAGE}\"\ncommand = [\"sh\", \"-c\", \"exit 3\"]\ncpus = 0.1\nmem_mb = 32\n"
     );
     cluster.submit(&fw, "service", &workload, &[]);
     // The instance fails and is relaunched over and over. The master keeps its two newest

@@ -149,6 +149,7 @@ impl AgentActor {
                 .or_insert_with(|| pb::TaskInfo {
                     spec: r.spec.clone(),
                     status: None,
+                    launched_ms: 0,
                 });
             if entry.spec.is_none() {
                 entry.spec = r.spec.clone();
@@ -315,6 +316,7 @@ impl AgentActor {
             pb::TaskInfo {
                 spec: Some(spec.clone()),
                 status: None,
+                launched_ms: 0,
             },
         );
         // Written with the next flush; a container started before that is found again by

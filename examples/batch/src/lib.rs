@@ -4,6 +4,8 @@
 //! ```toml
 //! retries = 2        # relaunches of a failed attempt, per task [0]
 //! max_failures = 0   # tasks that may run out of retries before the framework fails [0]
+//! backoff_ms = 1000  # wait before relaunching a failed attempt, doubled per attempt [1000]
+//! max_backoff_ms = 60000  # the longest wait [60000]
 //! image = "busybox:latest"   # any task field here is every task's default
 //!
 //! [[task]]
@@ -16,10 +18,11 @@
 //!
 //! Every call derives everything from the view: a task is done when one of its attempts
 //! finished; an attempt that failed (or was lost, killed, …) is relaunched as attempt
-//! `n + 1` while the task has retries left; a task with none left counts as failed. The
+//! `n + 1` while the task has retries left (after a failure, once its wait is over); a task with none left counts as failed. The
 //! framework fails as soon as more than `max_failures` tasks have failed, and completes
 //! when every task is done or failed. Tasks are placed first-fit, many per offer.
 
+use corral_scheduler_sdk::backoff::Backoff;
 use corral_scheduler_sdk::generic::{describe, kill_removed, parse_jobs, progress, Progress};
 use corral_scheduler_sdk::place::{Placer, Strategy};
 use corral_scheduler_sdk::tasks::Tasks;
@@ -59,9 +62,10 @@ export_scheduler!(Batch);
 fn decide(view: &SchedulerView) -> Vec<Decision> {
     let parsed = Doc::parse(&view.workload).and_then(|mut doc| {
         let max_failures = doc.take::<u32>("max_failures")?.unwrap_or(0);
-        Ok((max_failures, parse_jobs(doc, 0)?))
+        let backoff = Backoff::take(&mut doc)?;
+        Ok((max_failures, backoff, parse_jobs(doc, 0)?))
     });
-    let (max_failures, jobs) = match parsed {
+    let (max_failures, backoff, jobs) = match parsed {
         Ok(p) => p,
         Err(e) => return vec![Decision::Fail(e)],
     };
@@ -83,7 +87,13 @@ fn decide(view: &SchedulerView) -> Vec<Decision> {
             )),
             Progress::Launch => {
                 let t = &job.template;
-                match placer.place(&t.resources, &t.host_ports()) {
+                // After a failed attempt, wanted but not launched until its wait is over.
+                let place = if backoff.waiting(tasks.of(&job.name).last().copied(), view.now_ms) {
+                    None
+                } else {
+                    placer.place(&t.resources, &t.host_ports())
+                };
+                match place {
                     Some(p) => {
                         let spec = t.spec(
                             tasks.next_id(&job.name),

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use corral_scheduler_sdk::backoff::Backoff;
 use corral_scheduler_sdk::generic::kill_removed;
 use corral_scheduler_sdk::place::{Placer, Strategy};
 use corral_scheduler_sdk::tasks::{valid_name, Tasks};
@@ -16,6 +17,7 @@ struct Service {
     /// Instance names are `{prefix}-{i}`.
     prefix: String,
     instances: u32,
+    backoff: Backoff,
     template: Template,
 }
 
@@ -37,10 +39,12 @@ fn parse(view: &SchedulerView) -> Result<Service, String> {
             "workload: instances must be at most 10000, got {instances}"
         ));
     }
+    let backoff = Backoff::take(&mut doc)?;
     let fields: TaskFields = doc.rest()?;
     Ok(Service {
         prefix,
         instances,
+        backoff,
         template: fields.template()?,
     })
 }
@@ -92,6 +96,9 @@ pub fn decide(view: &SchedulerView, strategy: Strategy) -> Vec<Decision> {
     };
 
     let mut launch_now: Vec<&str> = Vec::new();
+    // Instances whose failed task is still in its wait (see `Backoff`): wanted, not
+    // launched yet (offers keep coming meanwhile, and with them calls).
+    let mut waiting = 0u32;
     let mut replace: Vec<(bool, &str)> = Vec::new();
     let mut in_flight = false;
     for name in &names {
@@ -113,7 +120,16 @@ pub fn decide(view: &SchedulerView, strategy: Strategy) -> Vec<Decision> {
                     decisions.extend(older.iter().map(|t| Decision::Kill(t.task_id.clone())));
                 }
             }
-            None if live.is_empty() => launch_now.push(name),
+            None if live.is_empty() => {
+                if svc
+                    .backoff
+                    .waiting(tasks.of(name).last().copied(), view.now_ms)
+                {
+                    waiting += 1;
+                } else {
+                    launch_now.push(name);
+                }
+            }
             None => {
                 let on_draining = live.iter().any(|t| draining.contains(t.agent_id.as_str()));
                 replace.push((!on_draining, name));
@@ -130,7 +146,7 @@ pub fn decide(view: &SchedulerView, strategy: Strategy) -> Vec<Decision> {
 
     let t = &svc.template;
     let mut placer = Placer::new(view, strategy);
-    let mut unplaced = 0u32;
+    let mut unplaced = waiting;
     for name in launch_now {
         match placer.place(&t.resources, &t.host_ports()) {
             Some(p) => {

@@ -3,6 +3,8 @@
 //!
 //! ```toml
 //! retries = 3            # relaunches of a task that failed or was lost [3]
+//! backoff_ms = 1000      # wait before relaunching a failed task, doubled per attempt [1000]
+//! max_backoff_ms = 60000 # the longest wait [60000]
 //! image = "busybox:latest"   # any task field here is the default of every [[task]]
 //! cpus = 0.1
 //!
@@ -14,12 +16,14 @@
 //!
 //! Each `[[task]]` runs until one attempt finishes (exit 0). An attempt that ends
 //! otherwise (failed, lost, killed, …) is relaunched as a new attempt, up to `retries`
-//! times; when a task has no retries left the framework fails. When every task has
+//! times, after a failure once its wait is over (see [`crate::backoff`]); when a task has
+//! no retries left the framework fails. When every task has
 //! finished the framework completes. A task removed from the workload by an update is
 //! killed; a task added is launched.
 
 use std::collections::BTreeSet;
 
+use crate::backoff::Backoff;
 use crate::place::{Placer, Strategy};
 use crate::tasks::{valid_name, Tasks};
 use crate::workload::{Doc, TaskFields, Template};
@@ -122,8 +126,12 @@ pub fn describe(t: &Task) -> String {
 
 /// The generic schedulers' decisions: see the module documentation.
 pub fn decide(view: &SchedulerView, strategy: Strategy) -> Vec<Decision> {
-    let jobs = match Doc::parse(&view.workload).and_then(|d| parse_jobs(d, DEFAULT_RETRIES)) {
-        Ok(jobs) => jobs,
+    let parsed = Doc::parse(&view.workload).and_then(|mut doc| {
+        let backoff = Backoff::take(&mut doc)?;
+        Ok((backoff, parse_jobs(doc, DEFAULT_RETRIES)?))
+    });
+    let (backoff, jobs) = match parsed {
+        Ok(p) => p,
         Err(e) => return vec![Decision::Fail(e)],
     };
     let tasks = Tasks::new(view);
@@ -145,7 +153,14 @@ pub fn decide(view: &SchedulerView, strategy: Strategy) -> Vec<Decision> {
             }
             Progress::Launch => {
                 let t = &job.template;
-                match placer.place(&t.resources, &t.host_ports()) {
+                // After a failed attempt, wanted but not launched until its wait is over
+                // (offers keep coming meanwhile, and with them calls).
+                let place = if backoff.waiting(tasks.of(&job.name).last().copied(), view.now_ms) {
+                    None
+                } else {
+                    placer.place(&t.resources, &t.host_ports())
+                };
+                match place {
                     Some(p) => {
                         let id = tasks.next_id(&job.name);
                         let spec = t.spec(id, &view.framework_id, &job.name, &p.host_ports);

@@ -2,7 +2,8 @@
 //!
 //! A scheduler is a component of the `scheduler` world in `wit/policy.wit`: a pure function
 //! of its view (the framework's workload, offers and tasks: the live ones, the newest ended
-//! ones and the newest attempt of every name) that returns decisions. This crate holds what every Rust scheduler needs:
+//! ones and the newest attempt of every name) that returns decisions. This crate holds
+//! what every Rust scheduler needs:
 //!
 //! - [`bindings`]: the world's types, generated once here; a scheduler implements
 //!   [`Guest`] and exports it with [`export_scheduler!`].
@@ -13,6 +14,8 @@
 //!   (`{framework-id}.{name}.{attempt}`).
 //! - [`place`]: placement of tasks over the view's offers (resources and host ports) with
 //!   a [`place::Strategy`]: first-fit, bin-pack or spread. Deterministic.
+//! - [`backoff`]: how long to wait before relaunching an instance whose attempt failed
+//!   (`backoff_ms`, doubled with every attempt, at most `max_backoff_ms`).
 //! - [`Want`] and [`finish`]: the demand / suppress / revive bookkeeping that ends a call.
 //! - [`generic`]: the run-to-completion scheduler behind the generic `first-fit`,
 //!   `bin-pack` and `spread` components.
@@ -33,6 +36,7 @@
 //! export_scheduler!(Spread);
 //! ```
 
+pub mod backoff;
 pub mod generic;
 pub mod place;
 pub mod tasks;

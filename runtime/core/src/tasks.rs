@@ -18,6 +18,8 @@ pub struct TaskEntry {
     pub status: pb::TaskStatus,
     /// What it holds on its agent until it ends.
     pub resources: Resources,
+    /// When the master launched it (ms since the Unix epoch; 0 when not known).
+    pub launched_ms: u64,
     seen: HashSet<String>,
 }
 
@@ -102,6 +104,7 @@ impl Tasks {
             spec,
             agent_id: agent_id.to_owned(),
             status,
+            launched_ms: now,
             seen: HashSet::new(),
         };
         self.insert(entry);
@@ -139,13 +142,21 @@ impl Tasks {
         Some(entry)
     }
 
-    /// Puts back a task the master knew before it restarted, with its latest status.
-    pub fn restore(&mut self, spec: pb::TaskSpec, status: pb::TaskStatus, agent_id: &str) {
+    /// Puts back a task the master knew before it restarted, with its latest status and
+    /// when it was launched.
+    pub fn restore(
+        &mut self,
+        spec: pb::TaskSpec,
+        status: pb::TaskStatus,
+        agent_id: &str,
+        launched_ms: u64,
+    ) {
         self.insert(TaskEntry {
             resources: spec_resources(&spec),
             agent_id: agent_id.to_owned(),
             spec,
             status,
+            launched_ms,
             seen: HashSet::new(),
         });
     }
@@ -170,6 +181,7 @@ impl Tasks {
             agent_id: status.agent_id.clone(),
             spec,
             status,
+            launched_ms: 0,
             seen: HashSet::new(),
         });
         true

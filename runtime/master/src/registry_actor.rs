@@ -572,6 +572,7 @@ impl Handler<ListTasks> for RegistryActor {
                 .map(|t| pb::TaskInfo {
                     spec: Some(t.spec.clone()),
                     status: Some(t.status.clone()),
+                    launched_ms: t.launched_ms,
                 })
                 .collect(),
         )

@@ -114,6 +114,8 @@ impl RegistryActor {
             healthy: t.status.healthy,
             generation,
             resources: convert::resources_to_wit(&t.resources),
+            launched_ms: t.launched_ms,
+            updated_ms: t.status.timestamp_ms,
         })
     }
 

@@ -41,6 +41,7 @@ impl RegistryActor {
             generation,
             seq,
             attempt: Some(attempt),
+            launched_ms: t.launched_ms,
         }));
     }
 
@@ -220,7 +221,7 @@ impl RegistryActor {
             }
             self.next_seq = self.next_seq.max(t.seq);
             self.task_meta.insert(id, (t.seq, t.generation, attempt));
-            self.tasks.restore(spec, status, &t.agent_id);
+            self.tasks.restore(spec, status, &t.agent_id, t.launched_ms);
         }
         let agent_ids: Vec<String> = self.agents.iter().map(|a| a.id.clone()).collect();
         for id in agent_ids {

@@ -384,6 +384,7 @@ mod tests {
             agent_id: "a1".into(),
             generation: 1,
             attempt: Some(0),
+            launched_ms: 1,
             seq: 1,
         }
     }

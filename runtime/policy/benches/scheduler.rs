@@ -54,6 +54,8 @@ fn view(tasks: usize, offers: usize, count: usize) -> SchedulerView {
                     mem_mb: 8,
                     disk_mb: 0,
                 },
+                launched_ms: 1_000,
+                updated_ms: 2_000,
             })
             .collect(),
         draining: Vec::new(),

@@ -78,6 +78,7 @@ pub fn task(t: &pb::TaskInfo) -> Value {
             "protocol": p.protocol,
             "host_ip": p.host_ip,
         })).collect::<Vec<_>>(),
+        "launched_ms": t.launched_ms,
         "updated_ms": status.timestamp_ms,
     })
 }

@@ -197,6 +197,13 @@ fn batch_retries_a_failing_task_then_counts_it_failed_and_completes() {
             None,
         );
         assert_eq!(demand(&d).map(|x| x.count), Some(1), "retry {attempt}");
+        // The relaunch waits 1 s after the first attempt, 2 s after the second.
+        let wait = 1000 << attempt;
+        sim.view.now_ms += wait - 1;
+        let d = sim.schedule(vec![offer("a1", res(1000, 1024))]);
+        assert!(launches(&d).is_empty(), "still waiting: {d:?}");
+        assert_eq!(demand(&d).map(|x| x.count), Some(1), "still wanted: {d:?}");
+        sim.view.now_ms += 1;
         let d = sim.schedule(vec![offer("a1", res(1000, 1024))]);
         assert_eq!(
             launches(&d),
@@ -295,15 +302,48 @@ fn service_spreads_instances_and_restarts_failed_and_lost_ones() {
     assert!(wants_whole_agents(&d), "{d:?}");
     let d = sim.update(&["fw.web-2.0"], TaskState::Lost, None);
     assert!(wants_whole_agents(&d), "{d:?}");
-    // Offers from every agent: the replacements go where fewest instances run (a2, a3).
+    // Offers from every agent: the lost instance is replaced at once, where fewest
+    // instances run (a2); the failed one waits a second (its backoff), wanted meanwhile.
     let d = sim.schedule(agents());
-    assert_eq!(
-        launches(&d),
-        vec![
-            (1, vec!["fw.web-1.1".to_owned()]),
-            (2, vec!["fw.web-2.1".to_owned()])
-        ]
-    );
+    assert_eq!(launches(&d), vec![(1, vec!["fw.web-2.1".to_owned()])]);
+    assert!(wants_whole_agents(&d), "{d:?}");
+    sim.view.now_ms += 999;
+    let d = sim.schedule(agents());
+    assert!(launches(&d).is_empty(), "{d:?}");
+    sim.view.now_ms += 1;
+    let d = sim.schedule(agents());
+    let ids: Vec<&str> = specs(&d).iter().map(|s| s.task_id.as_str()).collect();
+    assert_eq!(ids, ["fw.web-1.1"]);
+}
+
+#[test]
+fn service_waits_longer_after_each_failure_up_to_its_cap_but_not_after_a_long_run() {
+    let workload = "instances = 1\nmax_backoff_ms = 3000\nimage = \"corral/busybox:test\"\ncpus = 0.1\nmem_mb = 32\n";
+    let mut sim = Sim::new(fixtures::SERVICE, workload);
+    // Attempt n failed at once: the next one waits min(1 s · 2ⁿ, 3 s).
+    for (attempt, wait) in [(0u32, 1000u64), (1, 2000), (2, 3000), (3, 3000)] {
+        let d = sim.schedule(agents());
+        let launched: Vec<String> = specs(&d).iter().map(|s| s.task_id.clone()).collect();
+        let id = format!("fw.demo-0.{attempt}");
+        assert_eq!(launched, std::slice::from_ref(&id), "{d:?}");
+        sim.update(&[id.as_str()], TaskState::Failed, None);
+        sim.view.now_ms += wait - 1;
+        let d = sim.schedule(agents());
+        assert!(
+            launches(&d).is_empty(),
+            "attempt {attempt} + {wait} ms - 1: {d:?}"
+        );
+        assert!(wants_whole_agents(&d), "still wanted: {d:?}");
+        sim.view.now_ms += 1;
+    }
+    // Attempt 4 runs for ten minutes, then fails: no crash loop, relaunched at once.
+    let d = sim.schedule(agents());
+    assert_eq!(specs(&d)[0].task_id, "fw.demo-0.4");
+    sim.update(&["fw.demo-0.4"], TaskState::Running, None);
+    sim.view.now_ms += 10 * 60 * 1000;
+    sim.update(&["fw.demo-0.4"], TaskState::Failed, None);
+    let d = sim.schedule(agents());
+    assert_eq!(specs(&d)[0].task_id, "fw.demo-0.5", "{d:?}");
 }
 
 #[test]

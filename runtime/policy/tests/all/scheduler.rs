@@ -110,6 +110,8 @@ fn spread_and_bin_pack_place_the_same_tasks_differently() {
         healthy: None,
         generation: 1,
         resources: res(500, 64),
+        launched_ms: 0,
+        updated_ms: 0,
     });
     let d = spread.schedule(offers());
     // `old` is not in the workload: it is killed. a and b go to the agents that run
@@ -150,6 +152,10 @@ fn generic_relaunches_failed_tasks_then_fails_or_completes() {
     let d = sim.update(&["fw.t1.0"], TaskState::Failed, None);
     assert_eq!(d[0], Decision::Revive, "{d:?}");
     assert_eq!(demand(&d).map(|x| x.count), Some(1));
+    // It failed at once: its relaunch waits a second (the default backoff).
+    let d = sim.schedule(three_offers());
+    assert!(launches(&d).is_empty(), "{d:?}");
+    sim.view.now_ms += 1000;
     let d = sim.schedule(three_offers());
     assert_eq!(launches(&d), vec![(0, vec!["fw.t1.1".to_owned()])]);
     sim.update(&["fw.t2.0"], TaskState::Finished, None);
@@ -293,6 +299,8 @@ fn validation_view() -> SchedulerView {
         healthy: None,
         generation: 1,
         resources: res(1, 1),
+        launched_ms: 0,
+        updated_ms: 0,
     });
     v
 }

@@ -100,6 +100,7 @@ impl Sim {
                 .unwrap_or_else(|| panic!("no task {id}"));
             t.state = state;
             t.healthy = healthy;
+            t.updated_ms = self.view.now_ms;
             t.exit_code = match state {
                 TaskState::Finished => Some(0),
                 TaskState::Failed => Some(1),
@@ -150,6 +151,8 @@ impl Sim {
                             healthy: None,
                             generation: self.view.generation,
                             resources: spec.resources,
+                            launched_ms: self.view.now_ms,
+                            updated_ms: self.view.now_ms,
                         });
                     }
                 }
