@@ -4,7 +4,7 @@
 //! ```toml
 //! retries = 2        # relaunches of a failed attempt, per task [0]
 //! max_failures = 0   # tasks that may run out of retries before the framework fails [0]
-//! backoff_ms = 1000  # wait before relaunching a failed attempt, doubled per attempt [1000]
+//! backoff_ms = 1000  # wait after a failure, doubled per failure in a row [1000]
 //! max_backoff_ms = 60000  # the longest wait [60000]
 //! image = "busybox:latest"   # any task field here is every task's default
 //!
@@ -73,6 +73,7 @@ fn decide(view: &SchedulerView) -> Vec<Decision> {
     let mut decisions = kill_removed(&tasks, jobs.iter().map(|j| j.name.as_str()));
     let mut placer = Placer::new(view, Strategy::FirstFit);
     let mut want: Option<Want> = None;
+    let mut waiting = false;
     let mut failed = Vec::new();
     let mut finished = 0usize;
     for job in &jobs {
@@ -88,7 +89,9 @@ fn decide(view: &SchedulerView) -> Vec<Decision> {
             Progress::Launch => {
                 let t = &job.template;
                 // After a failed attempt, wanted but not launched until its wait is over.
-                let place = if backoff.waiting(tasks.of(&job.name).last().copied(), view.now_ms) {
+                let wait = backoff.remaining(tasks.of(&job.name), view.now_ms) > 0;
+                waiting |= wait;
+                let place = if wait {
                     None
                 } else {
                     placer.place(&t.resources, &t.host_ports())
@@ -132,7 +135,9 @@ fn decide(view: &SchedulerView) -> Vec<Decision> {
         }
         return vec![Decision::Complete];
     }
-    decisions.extend(placer.decisions(want.is_some()));
+    // Unused offers are declined for a while when they did not fit, not while a task
+    // waits (they come back at the next cycle, and with them a call).
+    decisions.extend(placer.decisions(want.is_some() && !waiting));
     finish(view, &mut decisions, want);
     decisions
 }

@@ -101,6 +101,9 @@ pub fn decide(view: &SchedulerView, strategy: Strategy) -> Vec<Decision> {
     let mut waiting = 0u32;
     let mut replace: Vec<(bool, &str)> = Vec::new();
     let mut in_flight = false;
+    // Kills asked for in this call: offers stay wanted until their agents answer, so that
+    // calls keep coming and a kill that was lost (its agent away) is asked for again.
+    let mut killing = false;
     for name in &names {
         let live: Vec<&Task> = tasks
             .live(name)
@@ -117,14 +120,12 @@ pub fn decide(view: &SchedulerView, strategy: Strategy) -> Vec<Decision> {
                 // being killed, so the next replacement waits for that.
                 in_flight |= !older.is_empty();
                 if ready(target) {
+                    killing |= !older.is_empty();
                     decisions.extend(older.iter().map(|t| Decision::Kill(t.task_id.clone())));
                 }
             }
             None if live.is_empty() => {
-                if svc
-                    .backoff
-                    .waiting(tasks.of(name).last().copied(), view.now_ms)
-                {
+                if svc.backoff.remaining(tasks.of(name), view.now_ms) > 0 {
                     waiting += 1;
                 } else {
                     launch_now.push(name);
@@ -159,7 +160,7 @@ pub fn decide(view: &SchedulerView, strategy: Strategy) -> Vec<Decision> {
     // Asked for as whole agents (a zero demand, as many as there are): the allocator then
     // offers every agent with room, and the placement strategy (spread or bin-pack)
     // chooses among them. A sized demand would have the allocator pick the agent.
-    let want = (unplaced > 0).then_some(Want {
+    let want = (unplaced > 0 || killing).then_some(Want {
         resources: corral_scheduler_sdk::Resources {
             cpus_milli: 0,
             mem_mb: 0,
@@ -167,7 +168,9 @@ pub fn decide(view: &SchedulerView, strategy: Strategy) -> Vec<Decision> {
         },
         count: u32::MAX,
     });
-    decisions.extend(placer.decisions(want.is_some()));
+    // Offers left unused are declined for a while when they did not fit, not while an
+    // instance waits (they come back at the next cycle, and with them a call).
+    decisions.extend(placer.decisions(want.is_some() && waiting == 0));
     finish(view, &mut decisions, want);
     decisions
 }

@@ -1,28 +1,29 @@
 //! How long a scheduler waits before it relaunches an instance whose attempt failed.
 //!
 //! A task that fails as soon as it starts (a bad command, a missing file, a crash at
-//! start-up) would otherwise be relaunched as fast as offers come, for ever. The wait is
-//! `backoff_ms` after the first attempt, doubled with every attempt since, at most
-//! `max_backoff_ms`; an attempt that ran for ten minutes or more before it failed is not
-//! a crash loop, and its instance is relaunched at once. Only the task's own failures
-//! count (`failed`, `error`): an instance whose task was lost with its agent, or killed,
-//! is relaunched at once.
+//! start-up) would otherwise be relaunched as fast as offers come, for ever. After `n`
+//! failures in a row, each after a run of less than ten minutes, the wait is
+//! `backoff_ms · 2ⁿ⁻¹`, at most `max_backoff_ms`, counted from when the last one ended.
+//! Only the task's own failures count (`failed`, `error`): an attempt lost with its agent,
+//! killed (by an update, a drain, an operator) or that ran ten minutes or more ends the
+//! run of failures, and its instance is relaunched at once. Failures are counted in the
+//! view, which holds the ended tasks launched last: a longer row counts as that long.
 //!
 //! ```toml
-//! backoff_ms = 1000        # wait after the first failed attempt; 0: never wait [1000]
+//! backoff_ms = 1000        # wait after one failure; 0: never wait [1000]
 //! max_backoff_ms = 60000   # the longest wait [60000]
 //! ```
 
 use crate::workload::Doc;
 use crate::{Task, TaskState};
 
-/// An attempt that ran this long before it failed does not delay the next one.
+/// An attempt that ran this long before it failed ends a run of failures.
 pub const RESET_AFTER_MS: u64 = 10 * 60 * 1000;
 
 /// The waits between failed attempts of an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
-    /// After the first attempt; 0 never waits.
+    /// After one failure; 0 never waits.
     pub initial_ms: u64,
     /// The longest wait.
     pub max_ms: u64,
@@ -35,6 +36,13 @@ impl Default for Backoff {
             max_ms: 60_000,
         }
     }
+}
+
+/// Whether `t` failed by itself, soon after it was launched.
+fn quick_failure(t: &Task) -> bool {
+    matches!(t.state, TaskState::Failed | TaskState::Error)
+        && t.launched_ms != 0
+        && t.updated_ms.saturating_sub(t.launched_ms) < RESET_AFTER_MS
 }
 
 impl Backoff {
@@ -51,25 +59,32 @@ impl Backoff {
         })
     }
 
-    /// When the instance whose newest attempt is `last` may be launched again, in
+    /// When an instance whose attempts (oldest first, as [`crate::tasks::Tasks::of`]
+    /// gives them) end with a run of quick failures may be launched again, in
     /// milliseconds since the Unix epoch (compare with the view's `now-ms`); 0 when at
-    /// once. Attempts are numbered from 0, so the wait after attempt `n` is
-    /// `initial_ms · 2ⁿ`.
-    pub fn relaunch_at(&self, last: &Task) -> u64 {
-        let failed = matches!(last.state, TaskState::Failed | TaskState::Error);
-        let ran = last.updated_ms.saturating_sub(last.launched_ms);
-        if !failed || self.initial_ms == 0 || last.launched_ms == 0 || ran >= RESET_AFTER_MS {
+    /// once.
+    pub fn relaunch_at(&self, attempts: &[&Task]) -> u64 {
+        let failures = attempts
+            .iter()
+            .rev()
+            .take_while(|t| quick_failure(t))
+            .count();
+        let Some(last) = attempts.last() else {
+            return 0;
+        };
+        if failures == 0 || self.initial_ms == 0 {
             return 0;
         }
         let wait = self
             .initial_ms
-            .saturating_mul(1u64 << last.attempt.min(32))
+            .saturating_mul(1u64 << (failures - 1).min(32))
             .min(self.max_ms);
         last.updated_ms.saturating_add(wait)
     }
 
-    /// Whether the instance whose newest attempt is `last` must still wait at `now_ms`.
-    pub fn waiting(&self, last: Option<&Task>, now_ms: u64) -> bool {
-        last.is_some_and(|t| now_ms < self.relaunch_at(t))
+    /// How long the instance with these `attempts` must still wait at `now_ms`, in
+    /// milliseconds (0: launch it now).
+    pub fn remaining(&self, attempts: &[&Task], now_ms: u64) -> u64 {
+        self.relaunch_at(attempts).saturating_sub(now_ms)
     }
 }

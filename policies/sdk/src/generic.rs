@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! retries = 3            # relaunches of a task that failed or was lost [3]
-//! backoff_ms = 1000      # wait before relaunching a failed task, doubled per attempt [1000]
+//! backoff_ms = 1000      # wait after a failure, doubled per failure in a row [1000]
 //! max_backoff_ms = 60000 # the longest wait [60000]
 //! image = "busybox:latest"   # any task field here is the default of every [[task]]
 //! cpus = 0.1
@@ -138,6 +138,7 @@ pub fn decide(view: &SchedulerView, strategy: Strategy) -> Vec<Decision> {
     let mut decisions = kill_removed(&tasks, jobs.iter().map(|j| j.name.as_str()));
     let mut placer = Placer::new(view, strategy);
     let mut want: Option<Want> = None;
+    let mut waiting = false;
     let mut done = 0;
     for job in &jobs {
         match progress(job, tasks.of(&job.name)) {
@@ -155,7 +156,9 @@ pub fn decide(view: &SchedulerView, strategy: Strategy) -> Vec<Decision> {
                 let t = &job.template;
                 // After a failed attempt, wanted but not launched until its wait is over
                 // (offers keep coming meanwhile, and with them calls).
-                let place = if backoff.waiting(tasks.of(&job.name).last().copied(), view.now_ms) {
+                let wait = backoff.remaining(tasks.of(&job.name), view.now_ms) > 0;
+                waiting |= wait;
+                let place = if wait {
                     None
                 } else {
                     placer.place(&t.resources, &t.host_ports())
@@ -180,7 +183,9 @@ pub fn decide(view: &SchedulerView, strategy: Strategy) -> Vec<Decision> {
     if done == jobs.len() && !view.tasks.iter().any(is_live) {
         return vec![Decision::Complete];
     }
-    decisions.extend(placer.decisions(want.is_some()));
+    // Offers left unused are declined for a while when they did not fit, not while a task
+    // waits (they come back at the next cycle, and with them a call).
+    decisions.extend(placer.decisions(want.is_some() && !waiting));
     finish(view, &mut decisions, want);
     decisions
 }

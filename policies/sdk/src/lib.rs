@@ -1,8 +1,8 @@
 //! Guest-side helpers for Corral's Rust scheduler policies.
 //!
 //! A scheduler is a component of the `scheduler` world in `wit/policy.wit`: a pure function
-//! of its view (the framework's workload, offers and tasks: the live ones, the newest ended
-//! ones and the newest attempt of every name) that returns decisions. This crate holds
+//! of its view (the framework's workload, offers and tasks: the live ones, the ended ones
+//! launched last and the newest attempt of every name) that returns decisions. This crate holds
 //! what every Rust scheduler needs:
 //!
 //! - [`bindings`]: the world's types, generated once here; a scheduler implements

@@ -473,6 +473,10 @@ impl Handler<StatusFromAgent> for RegistryActor {
     fn handle(&mut self, msg: StatusFromAgent, _: &mut Self::Context) {
         let mut status = msg.status;
         status.agent_id = msg.agent_id.clone();
+        // Stamped with the master's clock, the one schedulers' views are in (`now-ms`,
+        // `launched-ms`): an agent's clock may be off, and a wait after a failure is
+        // measured from when the task ended.
+        status.timestamp_ms = now_ms();
         match self.tasks.apply(&status) {
             Applied::Updated { agent_id, released } => {
                 crate::http::metrics::METRICS.status_update(status.state);

@@ -684,23 +684,26 @@ impl RegistryActor {
             .map_or(0, |fw| fw.next_attempt(name))
     }
 
-    /// Forgets, for each running framework, its ended tasks beyond the newest
-    /// `max_completed_tasks_per_framework` of them, oldest first (as Mesos's
+    /// Forgets, for each running framework, its ended tasks beyond the
+    /// `max_completed_tasks_per_framework` launched last, oldest first (as Mesos's
     /// `--max_completed_tasks_per_framework`), in memory, in the registry's file and in the
     /// views its scheduler is given: a service whose tasks are restarted for months would
     /// otherwise keep every attempt. The newest attempt of every name stays, however old:
-    /// it tells the scheduler how that instance ended and how many attempts it had. A
-    /// framework whose scheduler has updates it has not seen yet waits for its next turn.
+    /// it tells the scheduler how that instance ended and how many attempts it had. Nor
+    /// does a task go whose update its scheduler has not seen yet.
     pub(crate) fn forget_old_framework_tasks(&mut self) {
         let limit = self.max_completed_tasks_per_framework;
         let mut forgotten = Vec::new();
         for fw in self.frameworks.values_mut() {
-            if !fw.is_active() || !fw.updates.is_empty() || fw.tasks.len() <= limit {
+            if !fw.is_active() || fw.tasks.len() <= limit {
                 continue;
             }
             let tasks = &self.tasks;
-            let ended =
-                |t: &FrameworkTask| tasks.get(&t.id).is_none_or(|t| t.state().is_terminal());
+            let unseen: HashSet<&str> = fw.updates.iter().map(|u| u.task_id.as_str()).collect();
+            let ended = |t: &FrameworkTask| {
+                tasks.get(&t.id).is_none_or(|t| t.state().is_terminal())
+                    && !unseen.contains(t.id.as_str())
+            };
             let Some(mut excess) = fw
                 .tasks
                 .iter()
@@ -1378,17 +1381,19 @@ mod tests {
                 .map(|t| t.id.clone())
                 .collect::<Vec<_>>()
         };
-        // Updates its scheduler has not seen: nothing goes yet.
+        // Six ended, two may stay: the four oldest that are not the newest of their name
+        // go (`job.0` and `db.1` are; `web.3` runs), except one whose update its scheduler
+        // has not seen yet: it stays until it has.
         fn fw(books: &mut RegistryActor) -> &mut Framework {
             books.frameworks.get_mut("f").expect("f")
         }
-        fw(&mut books).updates.push(Default::default());
+        fw(&mut books).updates.push(pb::TaskStatus {
+            task_id: "f.web.0".into(),
+            ..Default::default()
+        });
         books.forget_old_framework_tasks();
-        assert_eq!(ids(&books).len(), 7);
+        assert_eq!(ids(&books), ["f.web.0", "f.job.0", "f.db.1", "f.web.3"]);
         fw(&mut books).updates.clear();
-
-        // Six ended, two may stay: the four oldest that are not the newest of their name
-        // go (`job.0` and `db.1` are; `web.3` runs).
         books.forget_old_framework_tasks();
         assert_eq!(ids(&books), ["f.job.0", "f.db.1", "f.web.3"]);
         for gone in ["f.web.0", "f.web.1", "f.web.2", "f.db.0"] {

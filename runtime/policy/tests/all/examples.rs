@@ -317,10 +317,10 @@ fn service_spreads_instances_and_restarts_failed_and_lost_ones() {
 }
 
 #[test]
-fn service_waits_longer_after_each_failure_up_to_its_cap_but_not_after_a_long_run() {
+fn service_waits_longer_after_each_failure_in_a_row_up_to_its_cap() {
     let workload = "instances = 1\nmax_backoff_ms = 3000\nimage = \"corral/busybox:test\"\ncpus = 0.1\nmem_mb = 32\n";
     let mut sim = Sim::new(fixtures::SERVICE, workload);
-    // Attempt n failed at once: the next one waits min(1 s · 2ⁿ, 3 s).
+    // The nth quick failure in a row: the next attempt waits min(1 s · 2ⁿ⁻¹, 3 s).
     for (attempt, wait) in [(0u32, 1000u64), (1, 2000), (2, 3000), (3, 3000)] {
         let d = sim.schedule(agents());
         let launched: Vec<String> = specs(&d).iter().map(|s| s.task_id.clone()).collect();
@@ -336,7 +336,8 @@ fn service_waits_longer_after_each_failure_up_to_its_cap_but_not_after_a_long_ru
         assert!(wants_whole_agents(&d), "still wanted: {d:?}");
         sim.view.now_ms += 1;
     }
-    // Attempt 4 runs for ten minutes, then fails: no crash loop, relaunched at once.
+    // Attempt 4 runs for ten minutes, then fails: no crash loop, relaunched at once; and
+    // the failures start counting again, so attempt 5's quick failure waits 1 s.
     let d = sim.schedule(agents());
     assert_eq!(specs(&d)[0].task_id, "fw.demo-0.4");
     sim.update(&["fw.demo-0.4"], TaskState::Running, None);
@@ -344,6 +345,12 @@ fn service_waits_longer_after_each_failure_up_to_its_cap_but_not_after_a_long_ru
     sim.update(&["fw.demo-0.4"], TaskState::Failed, None);
     let d = sim.schedule(agents());
     assert_eq!(specs(&d)[0].task_id, "fw.demo-0.5", "{d:?}");
+    sim.update(&["fw.demo-0.5"], TaskState::Failed, None);
+    sim.view.now_ms += 999;
+    assert!(launches(&sim.schedule(agents())).is_empty());
+    sim.view.now_ms += 1;
+    let d = sim.schedule(agents());
+    assert_eq!(specs(&d)[0].task_id, "fw.demo-0.6", "{d:?}");
 }
 
 #[test]
@@ -382,14 +389,18 @@ fn service_rolls_an_update_one_instance_at_a_time_waiting_for_health() {
         assert!(kills(&d).is_empty() && demand(&d).is_none(), "{d:?}");
         let d = sim.schedule(agents());
         assert!(launches(&d).is_empty(), "{d:?}");
-        // Healthy: the old instance is killed; the next replacement is wanted once the
-        // old one is told to be going (the simulator marks it killing at once; the agent
-        // reports it later).
+        // Healthy: the old instance is killed, and nothing else starts until its agent
+        // says it is being killed (offers stay wanted meanwhile, so that the kill is
+        // asked for again if it was lost); then the next replacement is launched.
         let d = sim.update(&[new.as_str()], TaskState::Running, Some(true));
         assert_eq!(kills(&d), [old.to_string()]);
-        assert!(!wants_whole_agents(&d), "{d:?}");
-        let d = sim.update(&[*old], TaskState::Killed, None);
+        let d = sim.schedule(agents());
+        assert!(launches(&d).is_empty(), "{d:?}");
+        assert_eq!(kills(&d), [old.to_string()], "asked for again");
+        let d = sim.update(&[*old], TaskState::Killing, None);
+        assert!(kills(&d).is_empty(), "{d:?}");
         assert_eq!(wants_whole_agents(&d), i < 2, "{d:?}");
+        sim.update(&[*old], TaskState::Killed, None);
     }
     assert_eq!(sim.ids(TaskState::Running).len(), 3);
     assert!(sim

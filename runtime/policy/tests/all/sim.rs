@@ -2,9 +2,10 @@
 //!
 //! [`Sim`] holds a [`SchedulerView`] and a [`SchedulerSlot`]; each call hands the view to
 //! the scheduler and applies its (validated) decisions as the master would: a launch adds
-//! its tasks (staging, on the offer's agent, stamped with the generation), a kill marks a
-//! task killing, suppress and revive flip `suppressed`, and every offer of the call is used
-//! up. Tests then move tasks through states with [`Sim::update`].
+//! its tasks (staging, on the offer's agent, stamped with the generation and the time),
+//! suppress and revive flip `suppressed`, and every offer of the call is used up; a kill
+//! changes nothing until the test reports the agent's answer. Tests move tasks through
+//! states with [`Sim::update`] and time on with `view.now_ms`.
 
 use corral_policy::scheduler::{
     Decision, Demand, PortRange, ResourceOffer, Resources, SchedulerView, Task, TaskReason,
@@ -156,11 +157,8 @@ impl Sim {
                         });
                     }
                 }
-                Decision::Kill(id) => {
-                    if let Some(t) = self.view.tasks.iter_mut().find(|t| &t.task_id == id) {
-                        t.state = TaskState::Killing;
-                    }
-                }
+                // As in the master, a kill changes nothing until the agent reports.
+                Decision::Kill(_) => {}
                 Decision::Suppress => self.view.suppressed = true,
                 Decision::Revive => self.view.suppressed = false,
                 _ => {}
