@@ -236,10 +236,13 @@ pub fn now_ms() -> u64 {
 /// Loads the scheduler of every running framework in the saved registry (compiled once
 /// per distinct component). A scheduler that no longer loads is left out: its framework
 /// is restored as failed, with the reason.
+/// The schedulers of the running frameworks in `loaded`, by framework id: loaded, or why
+/// not (a component built against an older contract, say).
 fn restore_schedulers(
     host: &corral_policy::PolicyHost,
     loaded: &store::Loaded,
-) -> std::collections::HashMap<String, std::sync::Arc<corral_policy::SchedulerSlot>> {
+) -> std::collections::HashMap<String, Result<std::sync::Arc<corral_policy::SchedulerSlot>, String>>
+{
     let mut slots = std::collections::HashMap::new();
     for f in &loaded.frameworks {
         if f.state != corral_wire::pb::FrameworkState::FrameworkActive as i32 {
@@ -247,6 +250,10 @@ fn restore_schedulers(
         }
         let Some(bytes) = loaded.components.get(&f.scheduler_digest) else {
             tracing::error!(framework = %f.framework_id, "the saved registry lacks this framework's scheduler");
+            slots.insert(
+                f.framework_id.clone(),
+                Err("the registry lacks its component".to_owned()),
+            );
             continue;
         };
         let slot = std::sync::Arc::new(corral_policy::SchedulerSlot::new(
@@ -261,10 +268,11 @@ fn restore_schedulers(
         ));
         match slot.swap(bytes, "restored") {
             Ok(_) => {
-                slots.insert(f.framework_id.clone(), slot);
+                slots.insert(f.framework_id.clone(), Ok(slot));
             }
             Err(e) => {
-                tracing::error!(framework = %f.framework_id, error = %e, "the saved scheduler does not load")
+                tracing::error!(framework = %f.framework_id, error = %e, "the saved scheduler does not load");
+                slots.insert(f.framework_id.clone(), Err(e.to_string()));
             }
         }
     }

@@ -1350,6 +1350,82 @@ mod tests {
     }
 
     #[test]
+    fn a_restart_numbers_attempts_and_says_why_a_scheduler_did_not_load() {
+        use crate::store::Loaded;
+        let host = corral_policy::PolicyHost::new(corral_policy::PolicyConfig::default())
+            .expect("policy host");
+        let slot = Arc::new(SchedulerSlot::new(&host, "test"));
+        let stored = |fw: &str, name: &str, seq: u64, attempt: Option<u32>| pb::StoredTask {
+            spec: Some(pb::TaskSpec {
+                task_id: format!("{fw}.{name}.{seq}"),
+                framework_id: fw.into(),
+                name: name.into(),
+                image: "busybox".into(),
+                ..Default::default()
+            }),
+            status: Some(pb::TaskStatus {
+                task_id: format!("{fw}.{name}.{seq}"),
+                state: pb::TaskState::TaskFailed as i32,
+                ..Default::default()
+            }),
+            agent_id: "agent-1".into(),
+            generation: 1,
+            seq,
+            attempt,
+            launched_ms: 0,
+        };
+        let framework = |id: &str| pb::StoredFramework {
+            framework_id: id.into(),
+            name: id.into(),
+            role: crate::frameworks::DEFAULT_ROLE.into(),
+            generation: 1,
+            state: pb::FrameworkState::FrameworkActive as i32,
+            ..Default::default()
+        };
+        let loaded = Loaded {
+            // `f`'s records come from before attempts were kept (numbered in launch
+            // order), but for the newest; `g`'s scheduler does not load.
+            tasks: vec![
+                stored("f", "web", 1, None),
+                stored("f", "db", 2, None),
+                stored("f", "web", 3, None),
+                stored("f", "web", 4, Some(7)),
+                stored("g", "x", 5, Some(0)),
+            ],
+            frameworks: vec![framework("f"), framework("g")],
+            ..Default::default()
+        };
+        let slots = HashMap::from([
+            ("f".to_owned(), Ok(slot.clone())),
+            ("g".to_owned(), Err("type mismatch in `task`".to_owned())),
+        ]);
+        let mut books = RegistryActor::new(&crate::MasterConfig::default(), None);
+        let empty = slot.clone();
+        books.restore(loaded, slots, move |_| empty.clone());
+        let f = &books.frameworks["f"];
+        let attempts: Vec<(&str, u32)> =
+            f.tasks.iter().map(|t| (t.id.as_str(), t.attempt)).collect();
+        assert_eq!(
+            attempts,
+            [
+                ("f.web.1", 0),
+                ("f.db.2", 0),
+                ("f.web.3", 1),
+                ("f.web.4", 7)
+            ]
+        );
+        assert_eq!(f.attempts.get("web"), Some(&8));
+        assert_eq!(f.attempts.get("db"), Some(&1));
+        let g = &books.frameworks["g"];
+        assert_eq!(g.state, FrameworkState::Failed);
+        assert!(
+            g.message.ends_with("restarted: type mismatch in `task`"),
+            "{}",
+            g.message
+        );
+    }
+
+    #[test]
     fn a_running_framework_forgets_its_oldest_ended_tasks_but_not_the_newest_of_a_name() {
         use pb::TaskState::{TaskFailed, TaskFinished, TaskRunning};
         let host = corral_policy::PolicyHost::new(corral_policy::PolicyConfig::default())

@@ -148,7 +148,7 @@ impl RegistryActor {
     pub(crate) fn restore(
         &mut self,
         loaded: Loaded,
-        mut slots: HashMap<String, Arc<SchedulerSlot>>,
+        mut slots: HashMap<String, Result<Arc<SchedulerSlot>, String>>,
         empty_slot: impl Fn(&str) -> Arc<SchedulerSlot>,
     ) {
         let now = now_ms();
@@ -238,10 +238,14 @@ impl RegistryActor {
             // A framework failed here (its scheduler lost) ended now: the newest of the
             // ended frameworks, the last to be forgotten.
             let (state, message, slot, ended_at_ms) = match (state, slot) {
-                (FrameworkState::Active, Some(slot)) => (state, f.message, slot, f.ended_at_ms),
-                (FrameworkState::Active, None) => (
+                (FrameworkState::Active, Some(Ok(slot))) => (state, f.message, slot, f.ended_at_ms),
+                (FrameworkState::Active, why) => (
                     FrameworkState::Failed,
-                    "its scheduler could not be loaded after the master restarted".to_owned(),
+                    format!(
+                        "its scheduler could not be loaded after the master restarted: {}",
+                        why.and_then(Result::err)
+                            .unwrap_or_else(|| "it was not loaded".to_owned())
+                    ),
                     empty_slot(&f.name),
                     now,
                 ),
