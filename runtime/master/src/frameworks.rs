@@ -166,6 +166,8 @@ pub struct Framework {
     pub tasks: Vec<FrameworkTask>,
     /// Instance name → how many tasks of that name it launched: the next one's attempt.
     pub attempts: HashMap<String, u32>,
+    /// A task of it ended since its ended tasks were last counted for forgetting.
+    pub ended_since_forget: bool,
     /// Its scheduler's records of `tasks`, in the same order.
     pub records: TaskRecords,
     pub calls: u64,

@@ -93,6 +93,7 @@ impl RegistryActor {
         self.refresh_view_task(&fw_id, &status.task_id);
         if let Some(fw) = self.frameworks.get_mut(&fw_id) {
             if fw.is_active() {
+                fw.ended_since_forget |= status.is_terminal();
                 fw.updates.push(status.clone());
                 poke(fw);
             }
@@ -695,9 +696,12 @@ impl RegistryActor {
         let limit = self.max_completed_tasks_per_framework;
         let mut forgotten = Vec::new();
         for fw in self.frameworks.values_mut() {
-            if !fw.is_active() || fw.tasks.len() <= limit {
+            // Counted again only once a task has ended: a framework of many names, each
+            // its newest attempt, is not scanned at every tick.
+            if !fw.is_active() || !fw.ended_since_forget || fw.tasks.len() <= limit {
                 continue;
             }
+            fw.ended_since_forget = !fw.updates.is_empty();
             let tasks = &self.tasks;
             let unseen: HashSet<&str> = fw.updates.iter().map(|u| u.task_id.as_str()).collect();
             let ended = |t: &FrameworkTask| {
@@ -1069,6 +1073,7 @@ impl Handler<AddFramework> for RegistryActor {
             updates: Vec::new(),
             tasks: Vec::new(),
             attempts: HashMap::new(),
+            ended_since_forget: false,
             records: Default::default(),
             calls: 0,
             errors: 0,
@@ -1308,6 +1313,7 @@ mod tests {
             updates: Vec::new(),
             tasks: Vec::new(),
             attempts: HashMap::new(),
+            ended_since_forget: false,
             records: Default::default(),
             calls: 0,
             errors: 0,
@@ -1340,13 +1346,17 @@ mod tests {
         };
         books.tasks.add(1, spec, "agent-1");
         books.note_task(&task_id, 1, attempt);
-        books.tasks.apply(&pb::TaskStatus {
+        let status = pb::TaskStatus {
             task_id,
             agent_id: "agent-1".into(),
             state: state as i32,
             update_id: format!("u-{name}-{attempt}"),
             ..Default::default()
-        });
+        };
+        books.tasks.apply(&status);
+        if let Some(f) = books.frameworks.get_mut(fw) {
+            f.ended_since_forget |= status.is_terminal();
+        }
     }
 
     #[test]
@@ -1499,6 +1509,10 @@ mod tests {
         );
         books.forget_old_framework_tasks();
         assert_eq!(ids(&books).len(), 3, "nothing more to forget");
+        assert!(
+            !books.frameworks["f"].ended_since_forget,
+            "counted again only once another task ends"
+        );
     }
 
     #[test]

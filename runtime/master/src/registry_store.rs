@@ -273,6 +273,8 @@ impl RegistryActor {
                 updates: Vec::new(),
                 tasks: by_framework.remove(&f.framework_id).unwrap_or_default(),
                 attempts: attempts.remove(&f.framework_id).unwrap_or_default(),
+                // Counted at the first pass after the restart.
+                ended_since_forget: true,
                 records: Default::default(),
                 calls: 0,
                 errors: 0,
