@@ -49,15 +49,31 @@ fn parse(view: &SchedulerView) -> Result<Service, String> {
     })
 }
 
-/// Logs what happened to instances, for the operator.
-pub fn log_updates(updates: &[TaskStatus]) {
+/// Logs what happened to instances, for the operator: when one is replaced, and after
+/// how long a wait (see `Backoff`).
+pub fn log_updates(view: &SchedulerView, updates: &[TaskStatus]) {
+    let backoff = Doc::parse(&view.workload)
+        .and_then(|mut doc| Backoff::take(&mut doc))
+        .unwrap_or_default();
+    let tasks = Tasks::new(view);
     for u in updates {
         if matches!(
             u.state,
             TaskState::Failed | TaskState::Lost | TaskState::Error | TaskState::Dropped
         ) {
+            let name = view
+                .tasks
+                .iter()
+                .find(|t| t.task_id == u.task_id)
+                .map_or("", |t| t.name.as_str());
+            let wait = backoff.remaining(tasks.of(name), view.now_ms);
+            let when = if wait > 0 {
+                format!("replacing it in {:.1} s", wait as f64 / 1000.0)
+            } else {
+                "replacing it".to_owned()
+            };
             log_info(&format!(
-                "service: {} ended {}: {}; replacing it",
+                "service: {} ended {}: {}; {when}",
                 u.task_id,
                 state_name(u.state),
                 u.message
