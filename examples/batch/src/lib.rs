@@ -23,13 +23,15 @@
 //! when every task is done or failed. Tasks are placed first-fit, many per offer.
 
 use corral_scheduler_sdk::backoff::Backoff;
-use corral_scheduler_sdk::generic::{describe, kill_removed, parse_jobs, progress, Progress};
-use corral_scheduler_sdk::place::{Placer, Strategy};
+use corral_scheduler_sdk::generic::{
+    describe, kill_removed, parse_jobs, progress, Launches, Progress,
+};
+use corral_scheduler_sdk::place::Strategy;
 use corral_scheduler_sdk::tasks::Tasks;
 use corral_scheduler_sdk::workload::Doc;
 use corral_scheduler_sdk::{
-    export_scheduler, finish, is_live, log_info, state_name, Decision, Guest, SchedulerView,
-    TaskState, TaskStatus, Want,
+    export_scheduler, is_live, log_info, state_name, Decision, Guest, SchedulerView, TaskState,
+    TaskStatus,
 };
 
 struct Batch;
@@ -71,9 +73,7 @@ fn decide(view: &SchedulerView) -> Vec<Decision> {
     };
     let tasks = Tasks::new(view);
     let mut decisions = kill_removed(&tasks, jobs.iter().map(|j| j.name.as_str()));
-    let mut placer = Placer::new(view, Strategy::FirstFit);
-    let mut want: Option<Want> = None;
-    let mut waiting = false;
+    let mut launches = Launches::new(view, Strategy::FirstFit, backoff);
     let mut failed = Vec::new();
     let mut finished = 0usize;
     for job in &jobs {
@@ -86,35 +86,7 @@ fn decide(view: &SchedulerView) -> Vec<Decision> {
                 tasks.attempts(&job.name),
                 describe(last)
             )),
-            Progress::Launch => {
-                let t = &job.template;
-                // After a failed attempt, wanted but not launched until its wait is over.
-                let wait = backoff.remaining(tasks.of(&job.name), view.now_ms) > 0;
-                waiting |= wait;
-                let place = if wait {
-                    None
-                } else {
-                    placer.place(&t.resources, &t.host_ports())
-                };
-                match place {
-                    Some(p) => {
-                        let spec = t.spec(
-                            tasks.next_id(&job.name),
-                            &view.framework_id,
-                            &job.name,
-                            &p.host_ports,
-                        );
-                        placer.launch(&p, spec);
-                    }
-                    None => {
-                        want.get_or_insert(Want {
-                            resources: t.resources,
-                            count: 0,
-                        })
-                        .count += 1;
-                    }
-                }
-            }
+            Progress::Launch => launches.launch(job, &tasks),
         }
     }
     if failed.len() > max_failures as usize {
@@ -135,9 +107,6 @@ fn decide(view: &SchedulerView) -> Vec<Decision> {
         }
         return vec![Decision::Complete];
     }
-    // Unused offers are declined for a while when they did not fit, not while a task
-    // waits (they come back at the next cycle, and with them a call).
-    decisions.extend(placer.decisions(want.is_some() && !waiting));
-    finish(view, &mut decisions, want);
+    launches.finish(&mut decisions);
     decisions
 }

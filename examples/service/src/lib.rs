@@ -36,8 +36,7 @@ impl Guest for Service {
     }
 
     fn status(view: SchedulerView, updates: Vec<TaskStatus>) -> Vec<Decision> {
-        service::log_updates(&view, &updates);
-        service::decide(&view, Strategy::Spread)
+        service::status(&view, &updates, Strategy::Spread)
     }
 }
 

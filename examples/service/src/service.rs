@@ -51,11 +51,7 @@ fn parse(view: &SchedulerView) -> Result<Service, String> {
 
 /// Logs what happened to instances, for the operator: when one is replaced, and after
 /// how long a wait (see `Backoff`).
-pub fn log_updates(view: &SchedulerView, updates: &[TaskStatus]) {
-    let backoff = Doc::parse(&view.workload)
-        .and_then(|mut doc| Backoff::take(&mut doc))
-        .unwrap_or_default();
-    let tasks = Tasks::new(view);
+fn log_updates(view: &SchedulerView, backoff: &Backoff, tasks: &Tasks<'_>, updates: &[TaskStatus]) {
     for u in updates {
         if matches!(
             u.state,
@@ -92,6 +88,15 @@ pub fn log_updates(view: &SchedulerView, updates: &[TaskStatus]) {
 /// running (and healthy, with a health check) the older tasks are killed, and the next
 /// replacement starts when their agents say they are being killed.
 pub fn decide(view: &SchedulerView, strategy: Strategy) -> Vec<Decision> {
+    decide_after(view, &[], strategy)
+}
+
+/// [`decide`] after status `updates`, which are logged first.
+pub fn status(view: &SchedulerView, updates: &[TaskStatus], strategy: Strategy) -> Vec<Decision> {
+    decide_after(view, updates, strategy)
+}
+
+fn decide_after(view: &SchedulerView, updates: &[TaskStatus], strategy: Strategy) -> Vec<Decision> {
     let svc = match parse(view) {
         Ok(s) => s,
         Err(e) => return vec![Decision::Fail(e)],
@@ -100,6 +105,7 @@ pub fn decide(view: &SchedulerView, strategy: Strategy) -> Vec<Decision> {
         .map(|i| format!("{}-{i}", svc.prefix))
         .collect();
     let tasks = Tasks::new(view);
+    log_updates(view, &svc.backoff, &tasks, updates);
     let draining: BTreeSet<&str> = view.draining.iter().map(String::as_str).collect();
     let mut decisions = kill_removed(&tasks, names.iter().map(String::as_str));
     let current = |t: &Task| {

@@ -124,6 +124,70 @@ pub fn describe(t: &Task) -> String {
     s
 }
 
+/// The launches of one call of a job scheduler (the generic ones and `batch`): each job due
+/// a new attempt is placed on the call's offers, or counted as wanted when none has room
+/// or it still waits after a failure (see [`Backoff`]).
+pub struct Launches<'v> {
+    view: &'v SchedulerView,
+    backoff: Backoff,
+    placer: Placer,
+    want: Option<Want>,
+    waiting: bool,
+}
+
+impl<'v> Launches<'v> {
+    pub fn new(view: &'v SchedulerView, strategy: Strategy, backoff: Backoff) -> Self {
+        Launches {
+            view,
+            backoff,
+            placer: Placer::new(view, strategy),
+            want: None,
+            waiting: false,
+        }
+    }
+
+    /// Launches `job`'s next attempt, or counts it wanted.
+    pub fn launch(&mut self, job: &Job, tasks: &Tasks<'_>) {
+        let t = &job.template;
+        // After a failed attempt, wanted but not launched until its wait is over (offers
+        // keep coming meanwhile, and with them calls).
+        let wait = self
+            .backoff
+            .remaining(tasks.of(&job.name), self.view.now_ms)
+            > 0;
+        self.waiting |= wait;
+        let place = if wait {
+            None
+        } else {
+            self.placer.place(&t.resources, &t.host_ports())
+        };
+        match place {
+            Some(p) => {
+                let id = tasks.next_id(&job.name);
+                let spec = t.spec(id, &self.view.framework_id, &job.name, &p.host_ports);
+                self.placer.launch(&p, spec);
+            }
+            None => {
+                self.want
+                    .get_or_insert(Want {
+                        resources: t.resources,
+                        count: 0,
+                    })
+                    .count += 1;
+            }
+        }
+    }
+
+    /// Ends the call's `decisions`: the launches, and the demand (see [`finish`]). Offers
+    /// left unused are declined for a while when they did not fit, not while a job waits
+    /// (they come back at the next cycle, and with them a call).
+    pub fn finish(self, decisions: &mut Vec<Decision>) {
+        let decline = self.want.is_some() && !self.waiting;
+        decisions.extend(self.placer.decisions(decline));
+        finish(self.view, decisions, self.want);
+    }
+}
+
 /// The generic schedulers' decisions: see the module documentation.
 pub fn decide(view: &SchedulerView, strategy: Strategy) -> Vec<Decision> {
     let parsed = Doc::parse(&view.workload).and_then(|mut doc| {
@@ -136,9 +200,7 @@ pub fn decide(view: &SchedulerView, strategy: Strategy) -> Vec<Decision> {
     };
     let tasks = Tasks::new(view);
     let mut decisions = kill_removed(&tasks, jobs.iter().map(|j| j.name.as_str()));
-    let mut placer = Placer::new(view, strategy);
-    let mut want: Option<Want> = None;
-    let mut waiting = false;
+    let mut launches = Launches::new(view, strategy, backoff);
     let mut done = 0;
     for job in &jobs {
         match progress(job, tasks.of(&job.name)) {
@@ -152,41 +214,13 @@ pub fn decide(view: &SchedulerView, strategy: Strategy) -> Vec<Decision> {
                     describe(last)
                 ))];
             }
-            Progress::Launch => {
-                let t = &job.template;
-                // After a failed attempt, wanted but not launched until its wait is over
-                // (offers keep coming meanwhile, and with them calls).
-                let wait = backoff.remaining(tasks.of(&job.name), view.now_ms) > 0;
-                waiting |= wait;
-                let place = if wait {
-                    None
-                } else {
-                    placer.place(&t.resources, &t.host_ports())
-                };
-                match place {
-                    Some(p) => {
-                        let id = tasks.next_id(&job.name);
-                        let spec = t.spec(id, &view.framework_id, &job.name, &p.host_ports);
-                        placer.launch(&p, spec);
-                    }
-                    None => {
-                        let w = want.get_or_insert(Want {
-                            resources: t.resources,
-                            count: 0,
-                        });
-                        w.count += 1;
-                    }
-                }
-            }
+            Progress::Launch => launches.launch(job, &tasks),
         }
     }
     if done == jobs.len() && !view.tasks.iter().any(is_live) {
         return vec![Decision::Complete];
     }
-    // Offers left unused are declined for a while when they did not fit, not while a task
-    // waits (they come back at the next cycle, and with them a call).
-    decisions.extend(placer.decisions(want.is_some() && !waiting));
-    finish(view, &mut decisions, want);
+    launches.finish(&mut decisions);
     decisions
 }
 

@@ -1,6 +1,6 @@
 //! The registry actor: the one owner of the master's books.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -54,13 +54,44 @@ pub struct RegistryActor {
     pub(crate) max_completed_frameworks: usize,
     /// The tasks run without a framework, in launch order; see
     /// [`RegistryActor::forget_old_tasks`].
-    pub(crate) standalone: VecDeque<String>,
+    pub(crate) standalone: Vec<String>,
     pub(crate) max_completed_tasks: usize,
     /// Ended tasks kept per running framework; see
     /// [`RegistryActor::forget_old_framework_tasks`].
     pub(crate) max_completed_tasks_per_framework: usize,
     /// The digest of the allocator a restart loads, whose component is kept.
     pub(crate) allocator_digest: Option<String>,
+}
+
+/// Takes out of `list` (oldest first) its oldest entries that `count` beyond the newest
+/// `limit` of those, passing over any that are not `removable`, and returns them: how the
+/// registry forgets what ended long ago.
+pub(crate) fn take_beyond<T>(
+    list: &mut Vec<T>,
+    limit: usize,
+    count: impl Fn(&T) -> bool,
+    removable: impl Fn(&T) -> bool,
+) -> Vec<T> {
+    let mut excess = list
+        .iter()
+        .filter(|t| count(t))
+        .count()
+        .saturating_sub(limit);
+    if excess == 0 {
+        return Vec::new();
+    }
+    let mut taken = Vec::new();
+    let mut kept = Vec::with_capacity(list.len());
+    for t in list.drain(..) {
+        if excess > 0 && count(&t) && removable(&t) {
+            excess -= 1;
+            taken.push(t);
+        } else {
+            kept.push(t);
+        }
+    }
+    *list = kept;
+    taken
 }
 
 /// A request the registry refused, with a stable code and a message for a person.
@@ -103,7 +134,7 @@ impl RegistryActor {
             next_history: 0,
             allocator: None,
             max_completed_frameworks: config.max_completed_frameworks,
-            standalone: VecDeque::new(),
+            standalone: Vec::new(),
             max_completed_tasks: config.max_completed_tasks,
             max_completed_tasks_per_framework: config.max_completed_tasks_per_framework,
             allocator_digest: None,
@@ -118,26 +149,20 @@ impl RegistryActor {
         if self.standalone.len() <= self.max_completed_tasks {
             return;
         }
-        let ended = |tasks: &Tasks, id: &str| tasks.get(id).is_none_or(|t| t.state().is_terminal());
-        let count = self
-            .standalone
-            .iter()
-            .filter(|id| ended(&self.tasks, id))
-            .count();
-        let mut excess = count.saturating_sub(self.max_completed_tasks);
-        if excess == 0 {
+        let tasks = &self.tasks;
+        let ended = |id: &String| tasks.get(id).is_none_or(|t| t.state().is_terminal());
+        let forgotten = take_beyond(
+            &mut self.standalone,
+            self.max_completed_tasks,
+            ended,
+            |_| true,
+        );
+        if forgotten.is_empty() {
             return;
         }
-        let mut kept = VecDeque::with_capacity(self.standalone.len() - excess);
-        for id in std::mem::take(&mut self.standalone) {
-            if excess > 0 && ended(&self.tasks, &id) {
-                excess -= 1;
-                self.forget_task(id);
-            } else {
-                kept.push_back(id);
-            }
+        for id in forgotten {
+            self.forget_task(id);
         }
-        self.standalone = kept;
         self.flush(None);
     }
 
@@ -533,7 +558,7 @@ impl Handler<RunTask> for RegistryActor {
             spec: Some(spec.clone()),
         }));
         if spec.framework_id.is_empty() {
-            self.standalone.push_back(task_id.clone());
+            self.standalone.push(task_id.clone());
         }
         self.tasks.add(now_ms(), spec, &agent_id);
         self.note_task(&task_id, 0, 0);

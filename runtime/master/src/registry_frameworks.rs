@@ -19,7 +19,7 @@ use crate::frameworks::{
     OfferEntry, ERROR_REFUSE_MS, MAX_REFUSE_SECONDS,
 };
 use crate::now_ms;
-use crate::registry_actor::{assign_ports, capacity, refused, Refused, RegistryActor};
+use crate::registry_actor::{assign_ports, capacity, refused, take_beyond, Refused, RegistryActor};
 use crate::store::Op;
 
 /// The label every task a framework launches carries: the workload generation it was
@@ -708,35 +708,18 @@ impl RegistryActor {
                 tasks.get(&t.id).is_none_or(|t| t.state().is_terminal())
                     && !unseen.contains(t.id.as_str())
             };
-            let Some(mut excess) = fw
-                .tasks
-                .iter()
-                .filter(|t| ended(t))
-                .count()
-                .checked_sub(limit)
-            else {
-                continue;
-            };
             let attempts = &fw.attempts;
             let newest = |t: &FrameworkTask| {
                 tasks.get(&t.id).is_some_and(|task| {
                     attempts.get(&task.spec.name) == Some(&t.attempt.saturating_add(1))
                 })
             };
-            let before = forgotten.len();
-            fw.tasks.retain(|t| {
-                if excess > 0 && ended(t) && !newest(t) {
-                    excess -= 1;
-                    forgotten.push(t.id.clone());
-                    false
-                } else {
-                    true
-                }
-            });
-            if forgotten.len() > before {
+            let taken = take_beyond(&mut fw.tasks, limit, ended, |t| !newest(t));
+            if !taken.is_empty() {
                 // Rebuilt from `tasks` at its next turn.
                 fw.records.clear();
-                tracing::debug!(framework = %fw.id, forgotten = forgotten.len() - before, "ended tasks forgotten");
+                tracing::debug!(framework = %fw.id, forgotten = taken.len(), "ended tasks forgotten");
+                forgotten.extend(taken.into_iter().map(|t| t.id));
             }
         }
         if forgotten.is_empty() {
@@ -1291,6 +1274,18 @@ mod tests {
         books.frameworks.insert(id.to_owned(), fw);
     }
 
+    /// Books configured by `config`, writing to `store` if given, and a scheduler slot for
+    /// their frameworks.
+    fn books(
+        config: crate::MasterConfig,
+        store: Option<crate::store::Store>,
+    ) -> (RegistryActor, Arc<SchedulerSlot>) {
+        let host = corral_policy::PolicyHost::new(corral_policy::PolicyConfig::default())
+            .expect("policy host");
+        let slot = Arc::new(SchedulerSlot::new(&host, "test"));
+        (RegistryActor::new(&config, store), slot)
+    }
+
     /// A framework `id` in `state` with no tasks.
     fn framework(id: &str, slot: &Arc<SchedulerSlot>, state: FrameworkState) -> Framework {
         Framework {
@@ -1354,6 +1349,8 @@ mod tests {
             ..Default::default()
         };
         books.tasks.apply(&status);
+        books.save_task(&status.task_id);
+        books.flush(None);
         if let Some(f) = books.frameworks.get_mut(fw) {
             f.ended_since_forget |= status.is_terminal();
         }
@@ -1362,9 +1359,7 @@ mod tests {
     #[test]
     fn a_restart_numbers_attempts_and_says_why_a_scheduler_did_not_load() {
         use crate::store::Loaded;
-        let host = corral_policy::PolicyHost::new(corral_policy::PolicyConfig::default())
-            .expect("policy host");
-        let slot = Arc::new(SchedulerSlot::new(&host, "test"));
+        let (mut books, slot) = books(crate::MasterConfig::default(), None);
         let stored = |fw: &str, name: &str, seq: u64, attempt: Option<u32>| pb::StoredTask {
             spec: Some(pb::TaskSpec {
                 task_id: format!("{fw}.{name}.{seq}"),
@@ -1409,7 +1404,6 @@ mod tests {
             ("f".to_owned(), Ok(slot.clone())),
             ("g".to_owned(), Err("type mismatch in `task`".to_owned())),
         ]);
-        let mut books = RegistryActor::new(&crate::MasterConfig::default(), None);
         let empty = slot.clone();
         books.restore(loaded, slots, move |_| empty.clone());
         let f = &books.frameworks["f"];
@@ -1438,14 +1432,14 @@ mod tests {
     #[test]
     fn a_running_framework_forgets_its_oldest_ended_tasks_but_not_the_newest_of_a_name() {
         use pb::TaskState::{TaskFailed, TaskFinished, TaskRunning};
-        let host = corral_policy::PolicyHost::new(corral_policy::PolicyConfig::default())
-            .expect("policy host");
-        let slot = Arc::new(SchedulerSlot::new(&host, "test"));
+        let dir = std::env::temp_dir().join(format!("corral-forget-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (store, _) = crate::store::Store::open(&dir).expect("store");
         let config = crate::MasterConfig {
             max_completed_tasks_per_framework: 2,
             ..Default::default()
         };
-        let mut books = RegistryActor::new(&config, None);
+        let (mut books, slot) = books(config, Some(store));
         books
             .frameworks
             .insert("f".into(), framework("f", &slot, FrameworkState::Active));
@@ -1513,18 +1507,27 @@ mod tests {
             !books.frameworks["f"].ended_since_forget,
             "counted again only once another task ends"
         );
+        // The registry's file forgot them too (dropping the books writes what is queued).
+        drop(books);
+        let (_store, loaded) = crate::store::Store::open(&dir).expect("reopen");
+        let mut kept: Vec<String> = loaded
+            .tasks
+            .iter()
+            .filter_map(|t| t.spec.as_ref().map(|s| s.task_id.clone()))
+            .collect();
+        kept.sort();
+        assert_eq!(kept, ["f.db.1", "f.job.0", "f.web.3"]);
+        drop(_store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn the_oldest_ended_frameworks_are_forgotten_and_one_still_ending_waits() {
-        let host = corral_policy::PolicyHost::new(corral_policy::PolicyConfig::default())
-            .expect("policy host");
-        let slot = Arc::new(SchedulerSlot::new(&host, "test"));
         let config = crate::MasterConfig {
             max_completed_frameworks: 2,
             ..Default::default()
         };
-        let mut books = RegistryActor::new(&config, None);
+        let (mut books, slot) = books(config, None);
         // The oldest still has a task being killed; three more ended after it.
         ended(&mut books, &slot, "a", 10, pb::TaskState::TaskKilling);
         ended(&mut books, &slot, "b", 20, pb::TaskState::TaskFinished);

@@ -199,7 +199,7 @@ impl RegistryActor {
             let id = spec.task_id.clone();
             let mut attempt = 0;
             if spec.framework_id.is_empty() {
-                self.standalone.push_back(id.clone());
+                self.standalone.push(id.clone());
             } else {
                 // Records written before attempts were kept are numbered in launch order,
                 // as schedulers counted them then (every task was kept).

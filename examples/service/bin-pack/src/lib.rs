@@ -15,8 +15,7 @@ impl Guest for ServiceBinPack {
     }
 
     fn status(view: SchedulerView, updates: Vec<TaskStatus>) -> Vec<Decision> {
-        service::log_updates(&view, &updates);
-        service::decide(&view, Strategy::BinPack)
+        service::status(&view, &updates, Strategy::BinPack)
     }
 }
 
