@@ -187,6 +187,42 @@ fn framework_tasks(master: &Master, name: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// Waits for framework `name` to end (completed, failed, killed) and returns it; on
+/// timeout, panics with its tasks' states and the tail of the restarted master's log.
+fn wait_for_end(master: &Master, name: &str, timeout: Duration) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let f = framework(master, name);
+        if f["state"] != "active" || start.elapsed() > timeout {
+            if f["state"] == "active" {
+                let log = master.proc.log_text();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                panic!(
+                    "timed out after {timeout:?} waiting for {name} to end\n{}\nmaster log, newest first:\n{}",
+                    task_summary(&framework_tasks(master, name)),
+                    tail.join("\n")
+                );
+            }
+            return f;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `TASK_FINISHED: 45, TASK_RUNNING: 5`, and the tasks that did not finish.
+fn task_summary(tasks: &[Value]) -> String {
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for t in tasks {
+        *counts.entry(t["state"].to_string()).or_default() += 1;
+    }
+    let others: Vec<String> = tasks
+        .iter()
+        .filter(|t| t["state"] != "TASK_FINISHED")
+        .map(|t| format!("{} {} {}", t["id"], t["state"], t["message"]))
+        .collect();
+    format!("{counts:?}\n{}", others.join("\n"))
+}
+
 fn submit(master: &Master, dir: &TempDir, name: &str, scheduler: &str, workload: &str) {
     let path = dir.0.join(format!("{name}.toml"));
     std::fs::write(&path, workload).expect("workload");
@@ -309,10 +345,15 @@ fn a_master_killed_mid_batch_finishes_it_with_every_task_run_once() {
             .any(|r| r["who"] == "restored" && r["state"] == "active"),
         "the scheduler loaded again: {mine:?}"
     );
-    wait_for("the batch to complete", Duration::from_secs(120), || {
-        framework(&master, &name)["state"] == "completed"
-    });
+    let f = wait_for_end(&master, &name, Duration::from_secs(120));
     let tasks = framework_tasks(&master, &name);
+    assert_eq!(
+        f["state"],
+        "completed",
+        "{}\n{}",
+        f["message"],
+        task_summary(&tasks)
+    );
     for i in 0..50 {
         let attempts: Vec<&Value> = tasks
             .iter()

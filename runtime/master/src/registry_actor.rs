@@ -22,6 +22,18 @@ pub(crate) struct Link {
     conn: Option<quinn::Connection>,
 }
 
+#[cfg(test)]
+impl Link {
+    /// A link whose envelopes go to `out`.
+    pub(crate) fn new(out: mpsc::UnboundedSender<pb::Envelope>) -> Self {
+        Link {
+            session: 1,
+            out,
+            conn: None,
+        }
+    }
+}
+
 /// Owns the agents', tasks' and frameworks' books and the channels to the agents' sessions.
 pub struct RegistryActor {
     pub(crate) agents: Agents,
@@ -203,8 +215,10 @@ impl RegistryActor {
 
     /// Settles what an agent reports it runs against what the master knows: a task the
     /// master does not know, or knows as ended, is killed; a task the master knows on that
-    /// agent but the agent does not is lost.
-    fn reconcile(&mut self, agent_id: &str, reported: Vec<pb::TaskInfo>) {
+    /// agent but the agent does not is lost, unless the agent never said anything of it
+    /// (its launch was lost with a connection, or with a master that died between saving
+    /// the task and sending it), in which case it is sent again.
+    pub(crate) fn reconcile(&mut self, agent_id: &str, reported: Vec<pb::TaskInfo>) {
         let mut seen = std::collections::HashSet::new();
         for info in reported {
             let (Some(spec), Some(status)) = (info.spec, info.status) else {
@@ -253,6 +267,13 @@ impl RegistryActor {
             .map(|t| t.spec.task_id.clone())
             .collect();
         for id in missing {
+            if let Some(launch) = self.unsent_launch(&id) {
+                if let Some(out) = self.links.get(agent_id).map(|l| l.out.clone()) {
+                    tracing::info!(task_id = %id, agent_id, "sending again a launch its agent never received");
+                    self.send_when_saved(&out, launch);
+                    continue;
+                }
+            }
             tracing::warn!(task_id = %id, agent_id, "task unknown to its agent: lost");
             let status = pb::TaskStatus {
                 task_id: id.clone(),
@@ -268,6 +289,23 @@ impl RegistryActor {
             self.task_changed(&status);
         }
         self.recompute_used(agent_id);
+    }
+
+    /// The launch of task `id` again, when its agent has sent no status of it (it is
+    /// staging as the master recorded it) and its framework, if it has one, still runs.
+    fn unsent_launch(&self, id: &str) -> Option<pb::Envelope> {
+        let t = self.tasks.get(id)?;
+        let framework_runs = t.spec.framework_id.is_empty()
+            || self
+                .frameworks
+                .get(&t.spec.framework_id)
+                .is_some_and(|f| f.is_active());
+        (t.state() == pb::TaskState::TaskStaging && t.status.update_id.is_empty() && framework_runs)
+            .then(|| {
+                corral_wire::envelope(Body::LaunchTask(pb::LaunchTask {
+                    spec: Some(t.spec.clone()),
+                }))
+            })
     }
 
     /// Picks an agent for `spec`, fills in its host ports, and reserves its resources.

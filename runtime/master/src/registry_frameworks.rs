@@ -1322,6 +1322,25 @@ mod tests {
     /// Launches task `{fw}.{name}.{attempt}` of running framework `fw` and leaves it in
     /// `state`.
     fn launched(books: &mut RegistryActor, fw: &str, name: &str, state: pb::TaskState) {
+        let (task_id, attempt) = sent(books, fw, name);
+        let status = pb::TaskStatus {
+            task_id,
+            agent_id: "agent-1".into(),
+            state: state as i32,
+            update_id: format!("u-{name}-{attempt}"),
+            ..Default::default()
+        };
+        books.tasks.apply(&status);
+        books.save_task(&status.task_id);
+        books.flush(None);
+        if let Some(f) = books.frameworks.get_mut(fw) {
+            f.ended_since_forget |= status.is_terminal();
+        }
+    }
+
+    /// Launches task `{fw}.{name}.{attempt}` of framework `fw` on `agent-1`, which has not
+    /// answered yet; returns its id and attempt.
+    fn sent(books: &mut RegistryActor, fw: &str, name: &str) -> (String, u32) {
         let Some(f) = books.frameworks.get_mut(fw) else {
             panic!("no framework {fw}");
         };
@@ -1341,19 +1360,59 @@ mod tests {
         };
         books.tasks.add(1, spec, "agent-1");
         books.note_task(&task_id, 1, attempt);
-        let status = pb::TaskStatus {
-            task_id,
-            agent_id: "agent-1".into(),
-            state: state as i32,
-            update_id: format!("u-{name}-{attempt}"),
-            ..Default::default()
-        };
-        books.tasks.apply(&status);
-        books.save_task(&status.task_id);
-        books.flush(None);
-        if let Some(f) = books.frameworks.get_mut(fw) {
-            f.ended_since_forget |= status.is_terminal();
+        (task_id, attempt)
+    }
+
+    #[test]
+    fn an_agent_back_is_sent_again_the_launches_it_never_received() {
+        use pb::TaskState::{TaskLost, TaskRunning, TaskStaging};
+        let (mut books, slot) = books(crate::MasterConfig::default(), None);
+        for (id, state) in [("f", FrameworkState::Active), ("g", FrameworkState::Killed)] {
+            books
+                .frameworks
+                .insert(id.to_owned(), framework(id, &slot, state));
         }
+        // Saved, sent, never answered (the agent reports none of them): launched again,
+        // but for the one of a framework that has ended.
+        let (unsent, _) = sent(&mut books, "f", "a");
+        let (of_ended, _) = sent(&mut books, "g", "a");
+        // The agent said it had them, and no longer does: lost.
+        launched(&mut books, "f", "staged", TaskStaging);
+        launched(&mut books, "f", "ran", TaskRunning);
+        let (out, mut agent) = tokio::sync::mpsc::unbounded_channel();
+        books
+            .links
+            .insert("agent-1".to_owned(), crate::registry_actor::Link::new(out));
+        books.reconcile("agent-1", Vec::new());
+        books.flush(None);
+
+        let mut relaunched = Vec::new();
+        while let Ok(env) = agent.try_recv() {
+            if let Some(Body::LaunchTask(l)) = env.body {
+                relaunched.extend(l.spec.map(|s| s.task_id));
+            }
+        }
+        assert_eq!(relaunched, std::slice::from_ref(&unsent));
+        let state = |books: &RegistryActor, id: &str| books.tasks.get(id).map(|t| t.state());
+        assert_eq!(state(&books, &unsent), Some(TaskStaging));
+        assert_eq!(state(&books, &of_ended), Some(TaskLost));
+        assert_eq!(state(&books, "f.staged.0"), Some(TaskLost));
+        assert_eq!(state(&books, "f.ran.0"), Some(TaskLost));
+
+        // Reported by the agent the next time (it got the launch): left as it is.
+        let report = books.tasks.get(&unsent).map(|t| pb::TaskInfo {
+            spec: Some(t.spec.clone()),
+            status: Some(pb::TaskStatus {
+                state: TaskStaging as i32,
+                update_id: "agent-says".into(),
+                ..t.status.clone()
+            }),
+            launched_ms: 0,
+        });
+        books.reconcile("agent-1", report.into_iter().collect());
+        books.flush(None);
+        assert!(agent.try_recv().is_err(), "nothing sent again");
+        assert_eq!(state(&books, &unsent), Some(TaskStaging));
     }
 
     #[test]
