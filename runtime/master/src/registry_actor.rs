@@ -1,6 +1,6 @@
 //! The registry actor: the one owner of the master's books.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -49,6 +49,11 @@ pub struct RegistryActor {
     pub(crate) cycle: (Vec<String>, Vec<String>),
     /// Agents being drained, with the time (ms) their remaining tasks are killed.
     pub(crate) draining: HashMap<String, u64>,
+    /// Tasks the master was asked to kill (by their scheduler, an operator, a drain or the
+    /// end of their framework) that have not ended yet: the kill is asked again of an
+    /// agent that comes back, and such a task is never launched again. Kept in memory
+    /// only; after a restart, schedulers ask again.
+    pub(crate) kills: HashSet<String>,
     /// Where the books are kept (none in tests of the books alone).
     pub(crate) store: Option<crate::store::Store>,
     /// Records to write with the next flush, and what to do once they are durable.
@@ -137,6 +142,7 @@ impl RegistryActor {
             next_offer: 0,
             cycle: (Vec::new(), Vec::new()),
             draining: HashMap::new(),
+            kills: HashSet::new(),
             store,
             ops: Vec::new(),
             after: Vec::new(),
@@ -217,9 +223,10 @@ impl RegistryActor {
     /// master does not know, or knows as ended, is killed; a task the master knows on that
     /// agent but the agent does not is lost, unless the agent never said anything of it
     /// (its launch was lost with a connection, or with a master that died between saving
-    /// the task and sending it), in which case it is sent again.
+    /// the task and sending it): then it is sent again, or, if it was to be killed, it is
+    /// killed. A kill asked before is asked again.
     pub(crate) fn reconcile(&mut self, agent_id: &str, reported: Vec<pb::TaskInfo>) {
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         for info in reported {
             let (Some(spec), Some(status)) = (info.spec, info.status) else {
                 continue;
@@ -247,6 +254,13 @@ impl RegistryActor {
                 {
                     "its framework has ended"
                 }
+                // A kill that may have been lost with the agent's connection.
+                Some(_)
+                    if self.kills.contains(&id)
+                        && status.state != pb::TaskState::TaskKilling as i32 =>
+                {
+                    "its kill was asked before"
+                }
                 Some(_) => continue,
             };
             tracing::info!(task_id = %id, agent_id, why, "killing a task the agent still runs");
@@ -267,20 +281,35 @@ impl RegistryActor {
             .map(|t| t.spec.task_id.clone())
             .collect();
         for id in missing {
-            if let Some(launch) = self.unsent_launch(&id) {
-                if let Some(out) = self.links.get(agent_id).map(|l| l.out.clone()) {
-                    tracing::info!(task_id = %id, agent_id, "sending again a launch its agent never received");
-                    self.send_when_saved(&out, launch);
+            let unsent = self.unsent_launch(&id);
+            let (state, reason, message) = match unsent {
+                Some(_) if self.kills.contains(&id) => (
+                    pb::TaskState::TaskKilled,
+                    pb::TaskReason::ReasonKilledByRequest,
+                    "killed before its agent received it",
+                ),
+                Some(launch) => {
+                    if let Some(out) = self.links.get(agent_id).map(|l| l.out.clone()) {
+                        tracing::info!(task_id = %id, agent_id, "sending again a launch its agent never received");
+                        self.send_when_saved(&out, launch);
+                    }
                     continue;
                 }
-            }
-            tracing::warn!(task_id = %id, agent_id, "task unknown to its agent: lost");
+                None => {
+                    tracing::warn!(task_id = %id, agent_id, "task unknown to its agent: lost");
+                    (
+                        pb::TaskState::TaskLost,
+                        pb::TaskReason::ReasonReconciliation,
+                        "the agent does not know this task",
+                    )
+                }
+            };
             let status = pb::TaskStatus {
                 task_id: id.clone(),
                 agent_id: agent_id.to_owned(),
-                state: pb::TaskState::TaskLost as i32,
-                reason: pb::TaskReason::ReasonReconciliation as i32,
-                message: "the agent does not know this task".into(),
+                state: state as i32,
+                reason: reason as i32,
+                message: message.into(),
                 timestamp_ms: now_ms(),
                 ..Default::default()
             };
@@ -405,6 +434,9 @@ impl Actor for RegistryActor {
             let events = act.agents.tick(now);
             act.apply(events);
             act.enforce_drains(now);
+            let tasks = &act.tasks;
+            act.kills
+                .retain(|id| tasks.get(id).is_some_and(|t| !t.state().is_terminal()));
             act.forget_old_frameworks();
             act.forget_old_framework_tasks();
             act.forget_old_tasks();
@@ -672,10 +704,14 @@ impl Handler<KillTask> for RegistryActor {
                 ),
             ));
         }
+        self.kills.insert(msg.task_id.clone());
         let link = self.links.get(&task.agent_id).ok_or_else(|| {
             refused(
                 "agent_unavailable",
-                format!("agent {} is not connected", task.agent_id),
+                format!(
+                    "agent {} is not connected; the task is killed if it comes back",
+                    task.agent_id
+                ),
             )
         })?;
         link.out

@@ -625,14 +625,17 @@ impl RegistryActor {
         self.task_changed(&status);
     }
 
-    /// Asks a task's agent to kill it, if the task still runs and its agent is connected.
-    pub(crate) fn send_kill(&self, task_id: &str) -> bool {
+    /// Asks a task's agent to kill it, if the task still runs and its agent is connected;
+    /// remembers the kill for when an agent that is away comes back (see
+    /// [`RegistryActor::kills`]).
+    pub(crate) fn send_kill(&mut self, task_id: &str) -> bool {
         let Some(task) = self.tasks.get(task_id) else {
             return false;
         };
         if task.state().is_terminal() {
             return false;
         }
+        self.kills.insert(task_id.to_owned());
         self.links.get(&task.agent_id).is_some_and(|link| {
             link.out
                 .send(corral_wire::envelope(Body::KillTask(pb::KillTask {
@@ -1364,8 +1367,8 @@ mod tests {
     }
 
     #[test]
-    fn an_agent_back_is_sent_again_the_launches_it_never_received() {
-        use pb::TaskState::{TaskLost, TaskRunning, TaskStaging};
+    fn an_agent_back_is_sent_again_the_launches_and_kills_it_never_received() {
+        use pb::TaskState::{TaskKilled, TaskLost, TaskRunning, TaskStaging};
         let (mut books, slot) = books(crate::MasterConfig::default(), None);
         for (id, state) in [("f", FrameworkState::Active), ("g", FrameworkState::Killed)] {
             books
@@ -1379,25 +1382,44 @@ mod tests {
         // The agent said it had them, and no longer does: lost.
         launched(&mut books, "f", "staged", TaskStaging);
         launched(&mut books, "f", "ran", TaskRunning);
+        // Killed by its scheduler while its agent was away: never launched.
+        let (unsent_killed, _) = sent(&mut books, "f", "k");
+        books.send_kill(&unsent_killed);
+        // Killed while its agent was away, and still running there: killed again.
+        launched(&mut books, "f", "runs", TaskRunning);
+        books.send_kill("f.runs.0");
+        let reported = |books: &RegistryActor, id: &str| {
+            books.tasks.get(id).map(|t| pb::TaskInfo {
+                spec: Some(t.spec.clone()),
+                status: Some(t.status.clone()),
+                launched_ms: 0,
+            })
+        };
+        let runs = reported(&books, "f.runs.0");
         let (out, mut agent) = tokio::sync::mpsc::unbounded_channel();
         books
             .links
             .insert("agent-1".to_owned(), crate::registry_actor::Link::new(out));
-        books.reconcile("agent-1", Vec::new());
+        books.reconcile("agent-1", runs.into_iter().collect());
         books.flush(None);
 
-        let mut relaunched = Vec::new();
+        let (mut relaunched, mut killed) = (Vec::new(), Vec::new());
         while let Ok(env) = agent.try_recv() {
-            if let Some(Body::LaunchTask(l)) = env.body {
-                relaunched.extend(l.spec.map(|s| s.task_id));
+            match env.body {
+                Some(Body::LaunchTask(l)) => relaunched.extend(l.spec.map(|s| s.task_id)),
+                Some(Body::KillTask(k)) => killed.push(k.task_id),
+                _ => {}
             }
         }
         assert_eq!(relaunched, std::slice::from_ref(&unsent));
+        assert_eq!(killed, ["f.runs.0"]);
         let state = |books: &RegistryActor, id: &str| books.tasks.get(id).map(|t| t.state());
         assert_eq!(state(&books, &unsent), Some(TaskStaging));
         assert_eq!(state(&books, &of_ended), Some(TaskLost));
         assert_eq!(state(&books, "f.staged.0"), Some(TaskLost));
         assert_eq!(state(&books, "f.ran.0"), Some(TaskLost));
+        assert_eq!(state(&books, &unsent_killed), Some(TaskKilled));
+        assert_eq!(state(&books, "f.runs.0"), Some(TaskRunning));
 
         // Reported by the agent the next time (it got the launch): left as it is.
         let report = books.tasks.get(&unsent).map(|t| pb::TaskInfo {
