@@ -112,6 +112,27 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
 
     // The agent dies; while it is down one task's container exits with code 5.
     agent.kill9();
+    // Before the master notices (its connection to the agent lives until it times out),
+    // two tasks are launched into the void, and one of them is killed: when the agent is
+    // back, the first is sent again and runs, the second is killed without running.
+    let (unsent, unsent_killed) = (unique("unsent"), unique("unsent-killed"));
+    for id in [&unsent, &unsent_killed] {
+        let out = master.cli(&[
+            "task", "run", "--image", TEST_IMAGE, "--id", id, "--cpus", "0.1", "--mem", "16", "--",
+            "sh", "-c", "echo ran",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = master.cli(&["task", "kill", &unsent_killed]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ender_container = containers_of(&ender);
     assert_eq!(ender_container.len(), 1);
     let status = Command::new("docker")
@@ -145,6 +166,14 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
     let t = task(&master, &ender).expect("ender");
     assert_eq!(t["state"], "TASK_FAILED", "{t}");
     assert_eq!(t["exit_code"], 5, "{t}");
+    wait_for(
+        "the launch lost with the connection to run",
+        Duration::from_secs(30),
+        || task(&master, &unsent).is_some_and(|t| t["state"] == "TASK_FINISHED"),
+    );
+    let t = task(&master, &unsent_killed).expect("unsent-killed");
+    assert_eq!(t["state"], "TASK_KILLED", "{t}");
+    assert!(containers_of(&unsent_killed).is_empty(), "it never ran");
     // The task whose container is gone is lost, not left running forever.
     wait_for(
         "the task without a container reported lost",
