@@ -45,8 +45,8 @@ impl Bump {
     /// Makes `[.., end)` memory; false when the host refuses.
     fn reserve(&self, end: usize) -> bool {
         if self.end.get() == 0 {
-            // SAFETY: only the address of the linker's symbol is taken.
-            let base = unsafe { core::ptr::addr_of!(__heap_base) } as usize;
+            // Only the address of the linker's symbol is taken (safe for an extern static).
+            let base = core::ptr::addr_of!(__heap_base) as usize;
             self.next.set(base);
             self.end.set(wasm32::memory_size(0) * PAGE);
         }
