@@ -34,6 +34,12 @@ impl Link {
     }
 }
 
+/// A task its agent never received: see [`RegistryActor::reconcile`].
+enum Unsent {
+    Launch,
+    Killed,
+}
+
 /// Owns the agents', tasks' and frameworks' books and the channels to the agents' sessions.
 pub struct RegistryActor {
     pub(crate) agents: Agents,
@@ -51,8 +57,9 @@ pub struct RegistryActor {
     pub(crate) draining: HashMap<String, u64>,
     /// Tasks the master was asked to kill (by their scheduler, an operator, a drain or the
     /// end of their framework) that have not ended yet: the kill is asked again of an
-    /// agent that comes back, and such a task is never launched again. Kept in memory
-    /// only; after a restart, schedulers ask again.
+    /// agent that comes back, and such a task is not launched again. Kept in memory only:
+    /// after a master restart, schedulers ask again, but an operator's kill must be asked
+    /// again.
     pub(crate) kills: HashSet<String>,
     /// Where the books are kept (none in tests of the books alone).
     pub(crate) store: Option<crate::store::Store>,
@@ -223,18 +230,21 @@ impl RegistryActor {
     /// master does not know, or knows as ended, is killed; a task the master knows on that
     /// agent but the agent does not is lost, unless the agent never said anything of it
     /// (its launch was lost with a connection, or with a master that died between saving
-    /// the task and sending it): then it is sent again, or, if it was to be killed, it is
-    /// killed. A kill asked before is asked again.
+    /// the task and sending it): then it is sent again, or, if it was to be killed or its
+    /// framework has ended, it is killed. A kill asked before is asked again.
     pub(crate) fn reconcile(&mut self, agent_id: &str, reported: Vec<pb::TaskInfo>) {
         let mut seen = HashSet::new();
         for info in reported {
-            let (Some(spec), Some(status)) = (info.spec, info.status) else {
+            let Some(spec) = info.spec else {
                 continue;
             };
             let id = spec.task_id.clone();
             seen.insert(id.clone());
-            let agent_runs_it =
-                pb::TaskState::try_from(status.state).is_ok_and(|s| !s.is_terminal());
+            // No status yet: the agent is starting it.
+            let state = info
+                .status
+                .map_or(pb::TaskState::TaskStaging as i32, |s| s.state);
+            let agent_runs_it = pb::TaskState::try_from(state).is_ok_and(|s| !s.is_terminal());
             if !agent_runs_it {
                 continue;
             }
@@ -256,22 +266,20 @@ impl RegistryActor {
                 }
                 // A kill that may have been lost with the agent's connection.
                 Some(_)
-                    if self.kills.contains(&id)
-                        && status.state != pb::TaskState::TaskKilling as i32 =>
+                    if self.kills.contains(&id) && state != pb::TaskState::TaskKilling as i32 =>
                 {
                     "its kill was asked before"
                 }
                 Some(_) => continue,
             };
             tracing::info!(task_id = %id, agent_id, why, "killing a task the agent still runs");
-            if let Some(link) = self.links.get(agent_id) {
-                let _ = link
-                    .out
-                    .send(corral_wire::envelope(Body::KillTask(pb::KillTask {
-                        task_id: id.clone(),
-                        framework_id: spec.framework_id.clone(),
-                        grace_period_ms: 0,
-                    })));
+            if let Some(out) = self.links.get(agent_id).map(|l| l.out.clone()) {
+                let kill = corral_wire::envelope(Body::KillTask(pb::KillTask {
+                    task_id: id.clone(),
+                    framework_id: spec.framework_id.clone(),
+                    grace_period_ms: 0,
+                }));
+                self.send_when_saved(&out, kill);
             }
         }
         let missing: Vec<String> = self
@@ -281,17 +289,18 @@ impl RegistryActor {
             .map(|t| t.spec.task_id.clone())
             .collect();
         for id in missing {
-            let unsent = self.unsent_launch(&id);
-            let (state, reason, message) = match unsent {
-                Some(_) if self.kills.contains(&id) => (
+            let (state, reason, message) = match self.unsent(&id) {
+                Some(Unsent::Killed) => (
                     pb::TaskState::TaskKilled,
                     pb::TaskReason::ReasonKilledByRequest,
                     "killed before its agent received it",
                 ),
-                Some(launch) => {
+                Some(Unsent::Launch) => {
+                    let spec = self.tasks.get(&id).map(|t| t.spec.clone());
                     if let Some(out) = self.links.get(agent_id).map(|l| l.out.clone()) {
                         tracing::info!(task_id = %id, agent_id, "sending again a launch its agent never received");
-                        self.send_when_saved(&out, launch);
+                        let launch = Body::LaunchTask(pb::LaunchTask { spec });
+                        self.send_when_saved(&out, corral_wire::envelope(launch));
                     }
                     continue;
                 }
@@ -320,21 +329,25 @@ impl RegistryActor {
         self.recompute_used(agent_id);
     }
 
-    /// The launch of task `id` again, when its agent has sent no status of it (it is
-    /// staging as the master recorded it) and its framework, if it has one, still runs.
-    fn unsent_launch(&self, id: &str) -> Option<pb::Envelope> {
+    /// What becomes of task `id`, which its agent does not report, when the agent has sent
+    /// no status of it (it is staging as the master recorded it): killed if its kill was
+    /// asked or its framework has ended, else launched again. `None` when the agent did
+    /// say something of it.
+    fn unsent(&self, id: &str) -> Option<Unsent> {
         let t = self.tasks.get(id)?;
+        if t.state() != pb::TaskState::TaskStaging || !t.status.update_id.is_empty() {
+            return None;
+        }
         let framework_runs = t.spec.framework_id.is_empty()
             || self
                 .frameworks
                 .get(&t.spec.framework_id)
                 .is_some_and(|f| f.is_active());
-        (t.state() == pb::TaskState::TaskStaging && t.status.update_id.is_empty() && framework_runs)
-            .then(|| {
-                corral_wire::envelope(Body::LaunchTask(pb::LaunchTask {
-                    spec: Some(t.spec.clone()),
-                }))
-            })
+        Some(if framework_runs && !self.kills.contains(id) {
+            Unsent::Launch
+        } else {
+            Unsent::Killed
+        })
     }
 
     /// Picks an agent for `spec`, fills in its host ports, and reserves its resources.
@@ -440,6 +453,8 @@ impl Actor for RegistryActor {
             act.forget_old_frameworks();
             act.forget_old_framework_tasks();
             act.forget_old_tasks();
+            // The drains' kills.
+            act.flush(None);
         });
     }
 }
@@ -643,7 +658,7 @@ impl Handler<RunTask> for RegistryActor {
         crate::http::metrics::METRICS.launches.inc();
         if !sent {
             // The session ended between placement and launch: the agent will not know the
-            // task when it registers again, and reconciliation reports it lost.
+            // task when it registers again, and reconciliation sends it again.
             tracing::warn!(task_id = %task_id, agent_id = %agent_id, "agent link gone during launch");
         }
         tracing::info!(task_id = %task_id, agent_id = %agent_id, "task launched");
@@ -704,28 +719,19 @@ impl Handler<KillTask> for RegistryActor {
                 ),
             ));
         }
-        self.kills.insert(msg.task_id.clone());
-        let link = self.links.get(&task.agent_id).ok_or_else(|| {
-            refused(
+        let agent_id = task.agent_id.clone();
+        let sent = self.send_kill(&msg.task_id);
+        self.flush(None);
+        if sent {
+            Ok(())
+        } else {
+            Err(refused(
                 "agent_unavailable",
                 format!(
-                    "agent {} is not connected; the task is killed if it comes back",
-                    task.agent_id
+                    "agent {agent_id} is not connected: the kill is sent if it comes back before this master restarts"
                 ),
-            )
-        })?;
-        link.out
-            .send(corral_wire::envelope(Body::KillTask(pb::KillTask {
-                task_id: msg.task_id.clone(),
-                framework_id: task.spec.framework_id.clone(),
-                grace_period_ms: 0,
-            })))
-            .map_err(|_| {
-                refused(
-                    "agent_unavailable",
-                    format!("agent {} has just disconnected", task.agent_id),
-                )
-            })
+            ))
+        }
     }
 }
 

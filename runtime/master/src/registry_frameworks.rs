@@ -627,7 +627,8 @@ impl RegistryActor {
 
     /// Asks a task's agent to kill it, if the task still runs and its agent is connected;
     /// remembers the kill for when an agent that is away comes back (see
-    /// [`RegistryActor::kills`]).
+    /// [`RegistryActor::kills`]). The kill waits behind the messages queued for the next
+    /// commit (flush after), so that it never reaches the agent before the task's launch.
     pub(crate) fn send_kill(&mut self, task_id: &str) -> bool {
         let Some(task) = self.tasks.get(task_id) else {
             return false;
@@ -635,16 +636,20 @@ impl RegistryActor {
         if task.state().is_terminal() {
             return false;
         }
+        let kill = corral_wire::envelope(Body::KillTask(pb::KillTask {
+            task_id: task_id.to_owned(),
+            framework_id: task.spec.framework_id.clone(),
+            grace_period_ms: 0,
+        }));
+        let out = self.links.get(&task.agent_id).map(|l| l.out.clone());
         self.kills.insert(task_id.to_owned());
-        self.links.get(&task.agent_id).is_some_and(|link| {
-            link.out
-                .send(corral_wire::envelope(Body::KillTask(pb::KillTask {
-                    task_id: task_id.to_owned(),
-                    framework_id: task.spec.framework_id.clone(),
-                    grace_period_ms: 0,
-                })))
-                .is_ok()
-        })
+        match out {
+            Some(out) => {
+                self.send_when_saved(&out, kill);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Ends a framework: its offers go back, its tasks are killed, its actor stops.
@@ -1376,7 +1381,7 @@ mod tests {
                 .insert(id.to_owned(), framework(id, &slot, state));
         }
         // Saved, sent, never answered (the agent reports none of them): launched again,
-        // but for the one of a framework that has ended.
+        // but for the one of a framework that has ended, which is killed.
         let (unsent, _) = sent(&mut books, "f", "a");
         let (of_ended, _) = sent(&mut books, "g", "a");
         // The agent said it had them, and no longer does: lost.
@@ -1388,6 +1393,9 @@ mod tests {
         // Killed while its agent was away, and still running there: killed again.
         launched(&mut books, "f", "runs", TaskRunning);
         books.send_kill("f.runs.0");
+        // Killed while its agent was away, which was starting it (no status yet).
+        let (starting, _) = sent(&mut books, "f", "starting");
+        books.send_kill(&starting);
         let reported = |books: &RegistryActor, id: &str| {
             books.tasks.get(id).map(|t| pb::TaskInfo {
                 spec: Some(t.spec.clone()),
@@ -1396,11 +1404,13 @@ mod tests {
             })
         };
         let runs = reported(&books, "f.runs.0");
+        let without_status =
+            reported(&books, &starting).map(|t| pb::TaskInfo { status: None, ..t });
         let (out, mut agent) = tokio::sync::mpsc::unbounded_channel();
         books
             .links
             .insert("agent-1".to_owned(), crate::registry_actor::Link::new(out));
-        books.reconcile("agent-1", runs.into_iter().collect());
+        books.reconcile("agent-1", runs.into_iter().chain(without_status).collect());
         books.flush(None);
 
         let (mut relaunched, mut killed) = (Vec::new(), Vec::new());
@@ -1412,14 +1422,15 @@ mod tests {
             }
         }
         assert_eq!(relaunched, std::slice::from_ref(&unsent));
-        assert_eq!(killed, ["f.runs.0"]);
+        assert_eq!(killed, ["f.runs.0", starting.as_str()]);
         let state = |books: &RegistryActor, id: &str| books.tasks.get(id).map(|t| t.state());
         assert_eq!(state(&books, &unsent), Some(TaskStaging));
-        assert_eq!(state(&books, &of_ended), Some(TaskLost));
+        assert_eq!(state(&books, &of_ended), Some(TaskKilled));
         assert_eq!(state(&books, "f.staged.0"), Some(TaskLost));
         assert_eq!(state(&books, "f.ran.0"), Some(TaskLost));
         assert_eq!(state(&books, &unsent_killed), Some(TaskKilled));
         assert_eq!(state(&books, "f.runs.0"), Some(TaskRunning));
+        assert_eq!(state(&books, &starting), Some(TaskStaging));
 
         // Reported by the agent the next time (it got the launch): left as it is.
         let report = books.tasks.get(&unsent).map(|t| pb::TaskInfo {

@@ -268,8 +268,11 @@ fn writer(
         // again would be a duplicate, and acknowledged unsaved). Meanwhile nothing is
         // acknowledged or launched, so agents keep their updates and send them again.
         let mut wait = RETRY_FIRST;
+        // Batches with nothing to write (messages queued behind earlier ones, as kills
+        // behind launches) need no commit: the batches before them are durable.
         loop {
             let error = match &db {
+                _ if ops == 0 => break,
                 Some(_) if take_one(failures) => "injected failure".to_owned(),
                 Some(d) => match commit(d, &batches) {
                     Ok(()) => break,
