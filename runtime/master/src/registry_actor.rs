@@ -57,9 +57,8 @@ pub struct RegistryActor {
     pub(crate) draining: HashMap<String, u64>,
     /// Tasks the master was asked to kill (by their scheduler, an operator, a drain or the
     /// end of their framework) that have not ended yet: the kill is asked again of an
-    /// agent that comes back, and such a task is not launched again. Kept in memory only:
-    /// after a master restart, schedulers ask again, but an operator's kill must be asked
-    /// again.
+    /// agent that comes back, and such a task is not launched again. Saved with the task
+    /// (`kill_asked`), so a restarted master remembers them too.
     pub(crate) kills: HashSet<String>,
     /// Where the books are kept (none in tests of the books alone).
     pub(crate) store: Option<crate::store::Store>,
@@ -727,9 +726,7 @@ impl Handler<KillTask> for RegistryActor {
         } else {
             Err(refused(
                 "agent_unavailable",
-                format!(
-                    "agent {agent_id} is not connected: the kill is sent if it comes back before this master restarts"
-                ),
+                format!("agent {agent_id} is not connected: the kill is sent when it comes back"),
             ))
         }
     }

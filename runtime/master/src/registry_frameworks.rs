@@ -642,7 +642,9 @@ impl RegistryActor {
             grace_period_ms: 0,
         }));
         let out = self.links.get(&task.agent_id).map(|l| l.out.clone());
-        self.kills.insert(task_id.to_owned());
+        if self.kills.insert(task_id.to_owned()) {
+            self.save_task(task_id);
+        }
         match out {
             Some(out) => {
                 self.send_when_saved(&out, kill);
@@ -1470,6 +1472,7 @@ mod tests {
             seq,
             attempt,
             launched_ms: 0,
+            kill_asked: false,
         };
         let framework = |id: &str| pb::StoredFramework {
             framework_id: id.into(),
@@ -1609,6 +1612,92 @@ mod tests {
             .collect();
         kept.sort();
         assert_eq!(kept, ["f.db.1", "f.job.0", "f.web.3"]);
+        drop(_store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_restarted_master_remembers_the_kills_it_asked_for() {
+        use pb::TaskState::{TaskKilled, TaskRunning};
+        let dir = std::env::temp_dir().join(format!("corral-kills-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (store, _) = crate::store::Store::open(&dir).expect("store");
+        let (mut books, slot) = books(crate::MasterConfig::default(), Some(store));
+        books.frameworks.insert(
+            "f".to_owned(),
+            framework("f", &slot, FrameworkState::Active),
+        );
+        // Killed while its agent was away: one never received, one running there, and
+        // one that ended since (nothing more to kill).
+        let (unsent, _) = sent(&mut books, "f", "a");
+        books.save_task(&unsent);
+        launched(&mut books, "f", "runs", TaskRunning);
+        launched(&mut books, "f", "ended", TaskRunning);
+        for id in [unsent.as_str(), "f.runs.0", "f.ended.0"] {
+            books.send_kill(id);
+        }
+        books.tasks.apply(&pb::TaskStatus {
+            task_id: "f.ended.0".into(),
+            agent_id: "agent-1".into(),
+            state: TaskKilled as i32,
+            update_id: "u-ended-killed".into(),
+            ..Default::default()
+        });
+        books.save_task("f.ended.0");
+        books.save_framework("f");
+        books.flush(None);
+        // Dropping the books writes what is queued.
+        drop(books);
+
+        let (store, loaded) = crate::store::Store::open(&dir).expect("reopen");
+        let (mut books, slot) = self::books(crate::MasterConfig::default(), Some(store));
+        let mut stored_fw = loaded.frameworks.clone();
+        stored_fw.retain(|f| f.framework_id == "f");
+        assert_eq!(stored_fw.len(), 1, "the framework was saved");
+        let restored = slot.clone();
+        books.restore(
+            loaded,
+            HashMap::from([("f".to_owned(), Ok(slot.clone()))]),
+            move |_| restored.clone(),
+        );
+        let mut kills: Vec<&str> = books.kills.iter().map(String::as_str).collect();
+        kills.sort();
+        assert_eq!(kills, ["f.a.0", "f.runs.0"]);
+
+        // The agent comes back reporting only the running one.
+        let runs = books.tasks.get("f.runs.0").map(|t| pb::TaskInfo {
+            spec: Some(t.spec.clone()),
+            status: Some(t.status.clone()),
+            launched_ms: 0,
+        });
+        let (out, mut agent) = tokio::sync::mpsc::unbounded_channel();
+        books
+            .links
+            .insert("agent-1".to_owned(), crate::registry_actor::Link::new(out));
+        books.reconcile("agent-1", runs.into_iter().collect());
+        books.flush(None);
+        drop(books);
+        let mut sent_now = Vec::new();
+        while let Ok(env) = agent.try_recv() {
+            match env.body {
+                Some(Body::KillTask(k)) => sent_now.push(format!("kill {}", k.task_id)),
+                Some(Body::LaunchTask(l)) => {
+                    sent_now.extend(l.spec.map(|s| format!("launch {}", s.task_id)))
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(sent_now, ["kill f.runs.0"]);
+        let (_store, loaded) = crate::store::Store::open(&dir).expect("reopen");
+        let state = |id: &str| {
+            loaded
+                .tasks
+                .iter()
+                .find(|t| t.spec.as_ref().is_some_and(|s| s.task_id == id))
+                .and_then(|t| t.status.as_ref())
+                .map(|s| s.state)
+        };
+        assert_eq!(state("f.a.0"), Some(TaskKilled as i32));
         drop(_store);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -42,6 +42,7 @@ impl RegistryActor {
             seq,
             attempt: Some(attempt),
             launched_ms: t.launched_ms,
+            kill_asked: self.kills.contains(task_id),
         }));
     }
 
@@ -220,6 +221,10 @@ impl RegistryActor {
                     });
             }
             self.next_seq = self.next_seq.max(t.seq);
+            let ended = pb::TaskState::try_from(status.state).is_ok_and(|s| s.is_terminal());
+            if t.kill_asked && !ended {
+                self.kills.insert(id.clone());
+            }
             self.task_meta.insert(id, (t.seq, t.generation, attempt));
             self.tasks.restore(spec, status, &t.agent_id, t.launched_ms);
         }

@@ -389,6 +389,7 @@ mod tests {
             attempt: Some(0),
             launched_ms: 1,
             seq: 1,
+            kill_asked: false,
         }
     }
 
