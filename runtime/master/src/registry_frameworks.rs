@@ -1689,15 +1689,7 @@ mod tests {
         }
         assert_eq!(sent_now, ["kill f.runs.0"]);
         let (_store, loaded) = crate::store::Store::open(&dir).expect("reopen");
-        let state = |id: &str| {
-            loaded
-                .tasks
-                .iter()
-                .find(|t| t.spec.as_ref().is_some_and(|s| s.task_id == id))
-                .and_then(|t| t.status.as_ref())
-                .map(|s| s.state)
-        };
-        assert_eq!(state("f.a.0"), Some(TaskKilled as i32));
+        assert_eq!(loaded.task_state("f.a.0"), Some(TaskKilled as i32));
         drop(_store);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -89,6 +89,18 @@ pub struct Loaded {
     pub history: Vec<(u64, pb::PolicyRecord)>,
 }
 
+#[cfg(test)]
+impl Loaded {
+    /// The saved state of task `id`.
+    pub(crate) fn task_state(&self, id: &str) -> Option<i32> {
+        self.tasks
+            .iter()
+            .find(|t| t.spec.as_ref().is_some_and(|s| s.task_id == id))
+            .and_then(|t| t.status.as_ref())
+            .map(|s| s.state)
+    }
+}
+
 /// The registry's writer. Dropping it finishes the queued batches and stops the thread.
 pub struct Store {
     tx: Option<mpsc::Sender<Batch>>,
@@ -484,16 +496,9 @@ mod tests {
             wait(third, "a batch after the failures");
         }
         let (_store, loaded) = Store::open(&dir).expect("reopen");
-        let state = |id: &str| {
-            loaded
-                .tasks
-                .iter()
-                .find(|t| t.spec.as_ref().is_some_and(|s| s.task_id == id))
-                .and_then(|t| t.status.as_ref())
-                .map(|s| s.state)
-        };
-        assert_eq!(state("t1"), Some(pb::TaskState::TaskFinished as i32));
-        assert_eq!(state("t2"), Some(pb::TaskState::TaskFinished as i32));
+        let finished = Some(pb::TaskState::TaskFinished as i32);
+        assert_eq!(loaded.task_state("t1"), finished);
+        assert_eq!(loaded.task_state("t2"), finished);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
