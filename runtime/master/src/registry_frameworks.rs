@@ -1451,7 +1451,7 @@ mod tests {
     }
 
     #[test]
-    fn a_restart_numbers_attempts_and_says_why_a_scheduler_did_not_load() {
+    fn a_restart_keeps_attempts_and_times_and_says_why_a_scheduler_did_not_load() {
         use crate::store::Loaded;
         let (mut books, slot) = books(crate::MasterConfig::default(), None);
         let stored = |fw: &str, name: &str, seq: u64, attempt: Option<u32>| pb::StoredTask {
@@ -1482,6 +1482,13 @@ mod tests {
             state: pb::FrameworkState::FrameworkActive as i32,
             ..Default::default()
         };
+        // The newest attempt failed at 5,000 ms, 4,000 ms after its launch: the times a
+        // scheduler's crash-loop backoff counts from, kept across the restart.
+        let mut newest = stored("f", "web", 4, Some(7));
+        newest.launched_ms = 1_000;
+        if let Some(s) = newest.status.as_mut() {
+            s.timestamp_ms = 5_000;
+        }
         let loaded = Loaded {
             // `f`'s records come from before attempts were kept (numbered in launch
             // order), but for the newest; `g`'s scheduler does not load.
@@ -1489,7 +1496,7 @@ mod tests {
                 stored("f", "web", 1, None),
                 stored("f", "db", 2, None),
                 stored("f", "web", 3, None),
-                stored("f", "web", 4, Some(7)),
+                newest,
                 stored("g", "x", 5, Some(0)),
             ],
             frameworks: vec![framework("f"), framework("g")],
@@ -1515,6 +1522,9 @@ mod tests {
         );
         assert_eq!(f.attempts.get("web"), Some(&8));
         assert_eq!(f.attempts.get("db"), Some(&1));
+        let seen = RegistryActor::view_task(&books.tasks, "f.web.4", 1, 7).expect("restored");
+        assert_eq!((seen.launched_ms, seen.updated_ms), (1_000, 5_000));
+        assert_eq!(seen.attempt, 7);
         let g = &books.frameworks["g"];
         assert_eq!(g.state, FrameworkState::Failed);
         assert!(
