@@ -360,6 +360,48 @@ fn service_keeps_its_instances_through_failures_and_rolls_updates() {
     );
     // Its containers outlive the agent process; they go with the test's cleanup.
 
+    // A workload with a misspelt key is refused by the scheduler before it is taken: an
+    // update leaves the framework as it was, a submission starts nothing.
+    let typo = cluster.file(
+        "typo.toml",
+        &service_workload(3, "v2").replace("instances", "instnaces"),
+    );
+    let typo = typo.display().to_string();
+    let out = cluster
+        .master
+        .cli(&["framework", "update", &fw, "--workload", &typo]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "a misspelt update is refused");
+    assert!(
+        said.contains("workload refused") && said.contains("instnaces"),
+        "{said}"
+    );
+    let f = cluster.framework(&fw);
+    assert_eq!(
+        (&f["state"], &f["generation"]),
+        (&"active".into(), &1.into()),
+        "{f}"
+    );
+    assert!(three_running(&cluster), "{:?}", cluster.tasks(&fw));
+    let stillborn = unique("typo");
+    let out = cluster.master.cli(&[
+        "framework",
+        "submit",
+        &stillborn,
+        "--scheduler",
+        "service",
+        "--workload",
+        &typo,
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "a misspelt submission is refused");
+    assert!(said.contains("instnaces"), "{said}");
+    let out = cluster.master.cli(&["framework", "show", &stillborn]);
+    assert!(
+        !out.status.success(),
+        "no framework {stillborn} was started"
+    );
+
     // A rolling update: one instance at a time, never fewer than 3 running.
     let path = cluster.file("v2.toml", &service_workload(3, "v2"));
     cluster.master.cli_ok(&[

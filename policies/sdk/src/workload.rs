@@ -50,6 +50,8 @@ pub const DEFAULT_MEM_MB: u64 = 32;
 #[derive(Debug, Clone, Default)]
 pub struct Doc {
     table: toml::Table,
+    /// The keys asked for with [`Doc::take`], for the message about an unknown key.
+    known: Vec<String>,
 }
 
 impl Doc {
@@ -60,7 +62,7 @@ impl Doc {
     /// `workload: line N: …` when it is not valid TOML.
     pub fn parse(text: &str) -> Result<Doc, String> {
         text.parse::<toml::Table>()
-            .map(|table| Doc { table })
+            .map(Doc::from_table)
             .map_err(|e| {
                 let line = e
                     .span()
@@ -74,7 +76,10 @@ impl Doc {
 
     /// A table (one `[[task]]` entry, say) as a document of its own.
     pub fn from_table(table: toml::Table) -> Doc {
-        Doc { table }
+        Doc {
+            table,
+            known: Vec::new(),
+        }
     }
 
     /// Removes `key` and reads it as a `T`; `None` when it is absent.
@@ -83,6 +88,7 @@ impl Doc {
     ///
     /// `workload: KEY: …` when the value is not a `T`.
     pub fn take<T: DeserializeOwned>(&mut self, key: &str) -> Result<Option<T>, String> {
+        self.known.push(key.to_owned());
         match self.table.remove(key) {
             None => Ok(None),
             Some(value) => value
@@ -96,12 +102,84 @@ impl Doc {
     ///
     /// # Errors
     ///
-    /// `workload: …` naming an unknown key or a value of the wrong type.
+    /// `workload: …` naming an unknown key (with every key allowed there, and the one
+    /// meant when it is a slip of a letter or two) or a value of the wrong type.
     pub fn rest<T: DeserializeOwned>(self) -> Result<T, String> {
-        toml::Value::Table(self.table)
-            .try_into()
-            .map_err(|e| format!("workload: {}", e.message().trim()))
+        let Doc { table, known } = self;
+        let top: Vec<String> = table.keys().cloned().collect();
+        toml::Value::Table(table).try_into().map_err(|e| {
+            let message = e.message().trim();
+            match unknown_key(message) {
+                // An unknown key of this table: the keys taken out before are allowed too.
+                Some((key, listed)) if top.iter().any(|k| k == key) => {
+                    let mut allowed = known;
+                    allowed.extend(listed);
+                    let hint = closest(key, &allowed)
+                        .map(|k| format!(" (did you mean `{k}`?)"))
+                        .unwrap_or_default();
+                    format!(
+                        "workload: unknown key `{key}`{hint}; the keys here are {}",
+                        allowed
+                            .iter()
+                            .map(|k| format!("`{k}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+                _ => format!("workload: {message}"),
+            }
+        })
     }
+}
+
+/// The key and the allowed keys of serde's "unknown field `x`, expected one of `a`, `b`".
+fn unknown_key(message: &str) -> Option<(&str, Vec<String>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (key, rest) = rest.split_once('`')?;
+    let listed = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    Some((key, listed))
+}
+
+/// The allowed key `key` is most likely a slip for: at most two letters added, dropped,
+/// changed or swapped.
+fn closest<'a>(key: &str, allowed: &'a [String]) -> Option<&'a str> {
+    allowed
+        .iter()
+        .map(|k| (edit_distance(key, k), k.as_str()))
+        .filter(|&(d, _)| d <= 2)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, k)| k)
+}
+
+/// Letters to add, drop, change or swap (two neighbours) to make `a` into `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    // Row `i` of the table (`a`'s first `i` letters against each prefix of `b`) is
+    // `rows[i % 3]`: a swap looks two rows back.
+    let mut rows = vec![vec![0usize; b.len() + 1]; 3];
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        let (this, one_back, two_back) = (i % 3, (i + 2) % 3, (i + 1) % 3);
+        rows[this][0] = i;
+        for j in 1..=b.len() {
+            let change = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (rows[one_back][j] + 1)
+                .min(rows[this][j - 1] + 1)
+                .min(rows[one_back][j - 1] + change);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(rows[two_back][j - 2] + 1);
+            }
+            rows[this][j] = d;
+        }
+    }
+    rows[a.len() % 3][b.len()]
 }
 
 /// Parses a whole workload file as a `T`.

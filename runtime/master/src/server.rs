@@ -365,15 +365,18 @@ async fn handle_request(req: pb::Request, services: &Services) -> pb::Response {
                 R::Frameworks(pb::FrameworkList { frameworks })
             })
         }
-        Some(Kind::FrameworkUpdate(u)) => refusable(
-            registry
-                .send(UpdateFramework {
-                    name: u.name,
-                    workload: u.workload,
-                })
-                .await,
-            R::Framework,
-        ),
+        Some(Kind::FrameworkUpdate(u)) => match check_update(services, &u).await {
+            Err(refusal) => refusal,
+            Ok(()) => refusable(
+                registry
+                    .send(UpdateFramework {
+                        name: u.name,
+                        workload: u.workload,
+                    })
+                    .await,
+                R::Framework,
+            ),
+        },
         Some(Kind::FrameworkKill(k)) => refusable(
             registry.send(KillFramework { name: k.name }).await,
             R::Framework,
@@ -721,6 +724,41 @@ async fn receive_swap(
     answer(send, kind).await
 }
 
+/// Asks a running framework's scheduler whether it can run the workload of `update`,
+/// before the update is accepted: a workload it cannot run is refused, and the framework
+/// goes on with the one it has (a misspelt key would otherwise fail the framework and
+/// kill its tasks).
+async fn check_update(
+    services: &Services,
+    update: &pb::FrameworkUpdate,
+) -> Result<(), pb::response::Kind> {
+    use pb::response::Kind as R;
+    let slot = match services
+        .registry
+        .send(FrameworkSlot {
+            name: update.name.clone(),
+        })
+        .await
+    {
+        Ok(Ok((_, slot))) => slot,
+        // Said again, with the right code, by the update itself.
+        Ok(Err(_)) => return Ok(()),
+        Err(_) => return Err(R::Error(unavailable())),
+    };
+    let workload = update.workload.clone();
+    match tokio::task::spawn_blocking(move || slot.check_workload(&workload)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(error(
+            "invalid_framework",
+            format!("workload refused, framework {} unchanged: {e}", update.name),
+        )),
+        Err(e) => Err(error(
+            "unavailable",
+            format!("checking the workload did not complete: {e}"),
+        )),
+    }
+}
+
 /// Receives a framework's scheduler in chunks, loads it (compiled and dry-run on the
 /// framework's starting view) and starts the framework.
 async fn receive_submit(
@@ -756,23 +794,41 @@ async fn receive_submit(
     slot.prime(initial_view(&id, &req.name, &role, &req.workload));
     let who = who(req.who);
     let loading = slot.clone();
+    let workload = req.workload.clone();
+    // Loaded, then asked about its workload (a misspelt key is refused here, not found
+    // once the framework has started and failed).
     let loaded = tokio::task::spawn_blocking(move || {
         let record = loading.swap(&bytes, &who);
-        (record, bytes)
+        let workload = record.is_ok().then(|| loading.check_workload(&workload));
+        (record, workload, bytes)
     })
     .await
-    .map_err(|e| format!("loading the scheduler did not complete: {e}"))
-    .and_then(|(r, bytes)| r.map(|_| bytes).map_err(|e| e.to_string()));
+    .map_err(|e| {
+        (
+            "rejected",
+            format!("loading the scheduler did not complete: {e}"),
+        )
+    })
+    .and_then(|(record, workload, bytes)| match (record, workload) {
+        (Err(e), _) => Err(("rejected", format!("scheduler rejected: {e}"))),
+        (Ok(_), Some(Err(e))) => Err(("invalid_framework", format!("workload refused: {e}"))),
+        (Ok(_), _) => Ok(bytes),
+    });
+    let component = match loaded {
+        Ok(bytes) => bytes,
+        Err((code, message)) => {
+            tracing::warn!(framework = %req.name, error = %message, "framework not submitted");
+            if code == "rejected" {
+                if let Some(record) = slot.history().last().cloned() {
+                    services.registry.do_send(SavePolicyRecord { record });
+                }
+            }
+            return answer(send, error(code, message)).await;
+        }
+    };
     if let Some(record) = slot.history().last().cloned() {
         services.registry.do_send(SavePolicyRecord { record });
     }
-    let component = match loaded {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            tracing::warn!(framework = %req.name, error = %e, "scheduler rejected");
-            return answer(send, error("rejected", format!("scheduler rejected: {e}"))).await;
-        }
-    };
     let add = AddFramework {
         id,
         name: req.name,

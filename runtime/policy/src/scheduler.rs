@@ -154,6 +154,46 @@ impl SchedulerSlot {
         result.map(|(d, _)| d)
     }
 
+    /// Asks the active scheduler what it makes of `workload` before the workload is
+    /// accepted: a dry run of `schedule` on the latest view (a framework's starting view
+    /// before its first call) with `workload` in place of its own and no offers. Nothing
+    /// is counted against the policy and the decisions are discarded.
+    ///
+    /// # Errors
+    ///
+    /// What the scheduler said when it answered `fail` (a workload it cannot run: a
+    /// misspelt key, a bad value), or how the call failed (a trap, the time budget, an
+    /// invalid answer).
+    pub fn check_workload(&self, workload: &str) -> Result<(), String> {
+        let Some(loaded) = self.slot.active() else {
+            return Err(format!("slot {} has no scheduler", self.slot.name));
+        };
+        let mut view = self
+            .last_view
+            .lock()
+            .ok()
+            .and_then(|v| v.as_deref().cloned())
+            .unwrap_or_else(empty_view);
+        view.workload = workload.to_owned();
+        view.offers.clear();
+        let decisions = self
+            .slot
+            .run(&loaded, |pre, store| {
+                pre.instantiate(&mut *store)?
+                    .call_schedule(&mut *store, &view)
+            })
+            .map_err(|e| format!("the scheduler failed on it: {e}"))?;
+        check_decisions(&view, &decisions)
+            .map_err(|e| format!("the scheduler answered it with {e}"))?;
+        match decisions.into_iter().find_map(|d| match d {
+            Decision::Fail(message) => Some(message),
+            _ => None,
+        }) {
+            Some(message) => Err(message),
+            None => Ok(()),
+        }
+    }
+
     /// Sets the view the next swap dry-runs on (before the first call, a framework's
     /// starting view: its workload, no offers, no tasks).
     pub fn prime(&self, view: SchedulerView) {

@@ -130,6 +130,62 @@ fn hello_reads_its_workload_robustly() {
 }
 
 #[test]
+fn misspelt_keys_are_named_with_every_key_allowed_and_the_one_meant() {
+    let cases = [
+        (
+            fixtures::SERVICE,
+            SERVICE.replace("instances", "instnaces"),
+            "workload: unknown key `instnaces` (did you mean `instances`?); the keys here are ",
+            ["`instances`", "`name`", "`image`", "`health`"],
+        ),
+        (
+            fixtures::BATCH,
+            BATCH.replace("max_failures", "max_failrues"),
+            "workload: unknown key `max_failrues` (did you mean `max_failures`?); the keys here are ",
+            ["`max_failures`", "`retries`", "`task`", "`image`"],
+        ),
+        (
+            fixtures::FIRST_FIT,
+            "retires = 1\n[[task]]\ncommand = [\"true\"]\n".to_owned(),
+            "workload: unknown key `retires` (did you mean `retries`?)",
+            ["`retries`", "`task`", "`backoff_ms`", "`cpus`"],
+        ),
+        (
+            fixtures::BATCH,
+            "[[task]]\nname = \"a\"\ncommand = [\"true\"]\nretrys = 1\n".to_owned(),
+            "workload: task a: unknown key `retrys` (did you mean `retries`?)",
+            ["`name`", "`retries`", "`command`", "`env`"],
+        ),
+    ];
+    for (path, workload, start, listed) in cases {
+        let slot = crate::sim::scheduler(path);
+        let d = slot.schedule(&view(&workload)).expect("answers");
+        let msg = failure(&d).unwrap_or_else(|| panic!("{workload:?}: {d:?}"));
+        assert!(msg.starts_with(start), "{msg}");
+        for key in listed {
+            assert!(msg.contains(key), "{key} in {msg}");
+        }
+        // The check a master makes before it takes a workload says the same, and a good
+        // workload passes it.
+        assert_eq!(slot.check_workload(&workload), Err(msg.to_owned()));
+    }
+    let slot = crate::sim::scheduler(fixtures::SERVICE);
+    assert_eq!(slot.check_workload(SERVICE), Ok(()));
+    // Not a slip of a letter or two: no guess.
+    let d = crate::sim::scheduler(fixtures::SERVICE)
+        .schedule(&view(&format!(
+            "replicas = 3\n{}",
+            SERVICE.replacen("instances = 3\n", "", 1)
+        )))
+        .expect("answers");
+    let msg = failure(&d).expect("refused");
+    assert!(
+        msg.starts_with("workload: unknown key `replicas`; the keys here are "),
+        "{msg}"
+    );
+}
+
+#[test]
 fn hello_launches_ten_thousand_tasks_on_a_hundred_agents_in_one_call() {
     // A host of its own with a generous budget: this test is about the answer, and this
     // crate's own code (the bindings that copy the view) is unoptimised in test builds.

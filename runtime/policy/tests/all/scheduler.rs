@@ -182,7 +182,7 @@ fn generic_workload_errors_fail_the_framework() {
         ("", "workload: no [[task]] entries"),
         (
             "[[task]]\nname = \"a\"\ncpu = 1\n",
-            "workload: task a: unknown field `cpu`",
+            "workload: task a: unknown key `cpu` (did you mean `cpus`?)",
         ),
         ("[[task]\n", "workload: line 1:"),
         ("[[task]]\nname = \"a b\"\n", "workload: task name \"a b\""),
