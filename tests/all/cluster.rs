@@ -98,4 +98,32 @@ fn bad_configuration_exits_64_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("agent timeout"), "{err}");
+
+    // An HTTP port in use (a second agent on the host, say): the same, before anything
+    // starts, for a master and for an agent.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken = taken.local_addr().expect("addr").to_string();
+    let dir = TempDir::new("http-taken");
+    let state = dir.0.display().to_string();
+    let listen = crate::harness::free_udp_addr().to_string();
+    let runs: [&[&str]; 2] = [
+        &[
+            "master", "--listen", &listen, "--state", &state, "--http", &taken,
+        ],
+        &[
+            "agent", "--master", &listen, "--ca", &state, "--state", &state, "--http", &taken,
+        ],
+    ];
+    for args in runs {
+        let out = std::process::Command::new(crate::harness::corral_bin())
+            .args(args)
+            .output()
+            .expect("run corral");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("cannot serve HTTP on {taken}")) && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
 }

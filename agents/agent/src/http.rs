@@ -133,24 +133,26 @@ pub struct HttpError {
     pub source: std::io::Error,
 }
 
-/// Binds `addr` and serves `/metrics` and `/health` from the current actix system.
-/// Returns the bound address.
+/// Binds `addr` for [`serve`] (first, so that a port in use stops the agent before it
+/// starts anything).
 ///
 /// # Errors
 /// [`HttpError`] when the address cannot be bound.
-pub fn start(addr: SocketAddr, actor: Addr<AgentActor>) -> Result<SocketAddr, HttpError> {
+pub fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, HttpError> {
     let bind = || -> std::io::Result<tokio::net::TcpListener> {
         let l = std::net::TcpListener::bind(addr)?;
         l.set_nonblocking(true)?;
         tokio::net::TcpListener::from_std(l)
     };
-    let listener = bind().map_err(|source| HttpError { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| HttpError { addr, source })?;
+    bind().map_err(|source| HttpError { addr, source })
+}
+
+/// Serves `/metrics` and `/health` on `listener` from the current actix system.
+pub fn serve(listener: tokio::net::TcpListener, actor: Addr<AgentActor>) {
+    if let Ok(local) = listener.local_addr() {
+        tracing::info!(addr = %local, "http listening");
+    }
     actix::spawn(accept_loop(listener, Rc::new(actor)).instrument(tracing::info_span!("http")));
-    tracing::info!(addr = %local, "http listening");
-    Ok(local)
 }
 
 async fn accept_loop(listener: tokio::net::TcpListener, actor: Rc<Addr<AgentActor>>) {

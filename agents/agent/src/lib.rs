@@ -66,6 +66,7 @@ impl Agent {
             path: config.state_dir.clone(),
             source,
         })?;
+        let http = config.http.map(http::bind).transpose()?;
         let endpoint = corral_transport::client_endpoint(&config.ca)?;
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         let containerizer: Arc<dyn Containerizer> = match &config.containerizer {
@@ -91,8 +92,8 @@ impl Agent {
         };
         let state = agent_actor::AgentActor::load(&config, containerizer, rx).await?;
         let actor = state.start();
-        if let Some(addr) = config.http {
-            http::start(addr, actor.clone())?;
+        if let Some(listener) = http {
+            http::serve(listener, actor.clone());
         }
         actix::spawn(link::run(endpoint, actor.clone(), config));
         Ok(Self { actor })

@@ -419,6 +419,23 @@ fn agent_config(o: &AgentOpts) -> corral_agent::AgentConfig {
     }
 }
 
+/// A port already in use is bad configuration (exit status 64), as the message says
+/// (`choose another with --http`).
+fn master_error(e: corral_master::MasterError) -> anyhow::Error {
+    match e {
+        corral_master::MasterError::Http(h) => usage(format!("{h}: {}", h.source)),
+        e => e.into(),
+    }
+}
+
+/// As [`master_error`], for an agent.
+fn agent_error(e: corral_agent::AgentError) -> anyhow::Error {
+    match e {
+        corral_agent::AgentError::Http(h) => usage(format!("{h}: {}", h.source)),
+        e => e.into(),
+    }
+}
+
 async fn ctrl_c() -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch for SIGTERM")?;
@@ -435,7 +452,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let config = master_config(&o);
             config.validate().map_err(usage)?;
             actix::System::new().block_on(async move {
-                let master = corral_master::Master::start(config)?;
+                let master = corral_master::Master::start(config).map_err(master_error)?;
                 println!("master listening on {}", master.local_addr);
                 if let Some(http) = master.http_addr {
                     println!("web ui and api on http://{http}/");
@@ -450,7 +467,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let config = agent_config(&o);
             config.validate().map_err(usage)?;
             actix::System::new().block_on(async move {
-                let _agent = corral_agent::Agent::start(config).await?;
+                let _agent = corral_agent::Agent::start(config)
+                    .await
+                    .map_err(agent_error)?;
                 ctrl_c().await
             })
         }
@@ -463,7 +482,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Default::default()
             };
             actix::System::new().block_on(async move {
-                let m = corral_master::Master::start(master.clone())?;
+                let m = corral_master::Master::start(master.clone()).map_err(master_error)?;
+                // The master's actors start now, inside the runtime: if the agent cannot
+                // start, they are dropped started (an actor dropped before its first turn
+                // starts in its destructor, outside the runtime, and panics).
+                tokio::task::yield_now().await;
                 let agent_opts = AgentOpts {
                     master: m.local_addr,
                     ca: Some(master.state_dir.join(corral_transport::pki::CA_FILE)),
@@ -482,7 +505,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 };
                 let config = agent_config(&agent_opts);
                 config.validate().map_err(usage)?;
-                let _agent = corral_agent::Agent::start(config).await?;
+                let _agent = corral_agent::Agent::start(config)
+                    .await
+                    .map_err(agent_error)?;
                 println!(
                     "corral is up: master on {}, one agent; state in {}",
                     m.local_addr,

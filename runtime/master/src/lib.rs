@@ -117,6 +117,7 @@ impl Master {
     /// written or the address cannot be bound.
     pub fn start(config: MasterConfig) -> Result<Self, MasterError> {
         config.validate().map_err(MasterError::Config)?;
+        let http = config.http.map(http::bind).transpose()?;
         let identity =
             MasterIdentity::load_or_create(&config.state_dir).map_err(TransportError::from)?;
         let quic = QuicRuntime::start().map_err(|source| TransportError::Bind {
@@ -199,15 +200,15 @@ impl Master {
             },
             config.clone(),
         ));
-        let http_addr = match config.http {
-            Some(addr) => Some(http::start(
-                addr,
+        let http_addr = http.map(|(listener, addr)| {
+            http::serve(
+                (listener, addr),
                 registry.clone(),
                 allocator.clone(),
                 local_addr,
-            )?),
-            None => None,
-        };
+            );
+            addr
+        });
         tracing::info!(addr = %local_addr, state = %config.state_dir.display(), "master listening");
         Ok(Self {
             local_addr,

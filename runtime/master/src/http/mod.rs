@@ -55,26 +55,30 @@ struct Ctx {
     started_ms: u64,
 }
 
-/// Binds `addr` and serves HTTP on it from the current actix system until it stops.
-/// Returns the bound address (useful with port 0).
+/// Binds `addr` for [`serve`] (first, so that a port in use stops the master before it
+/// starts anything); with the bound address (useful with port 0).
 ///
 /// # Errors
+///
 /// [`HttpError`] when the address cannot be bound.
-pub fn start(
-    addr: SocketAddr,
+pub fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), HttpError> {
+    let bind = || -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
+        let std_listener = std::net::TcpListener::bind(addr)?;
+        std_listener.set_nonblocking(true)?;
+        let local = std_listener.local_addr()?;
+        Ok((tokio::net::TcpListener::from_std(std_listener)?, local))
+    };
+    bind().map_err(|source| HttpError { addr, source })
+}
+
+/// Serves HTTP on `listener` (bound to `http_addr`) from the current actix system until
+/// it stops.
+pub fn serve(
+    (listener, http_addr): (tokio::net::TcpListener, SocketAddr),
     registry: Addr<RegistryActor>,
     allocator: Addr<AllocatorActor>,
     quic_addr: SocketAddr,
-) -> Result<SocketAddr, HttpError> {
-    let bind = || -> std::io::Result<tokio::net::TcpListener> {
-        let std_listener = std::net::TcpListener::bind(addr)?;
-        std_listener.set_nonblocking(true)?;
-        tokio::net::TcpListener::from_std(std_listener)
-    };
-    let listener = bind().map_err(|source| HttpError { addr, source })?;
-    let http_addr = listener
-        .local_addr()
-        .map_err(|source| HttpError { addr, source })?;
+) {
     let ctx = Rc::new(Ctx {
         registry,
         allocator,
@@ -84,7 +88,6 @@ pub fn start(
     });
     actix::spawn(accept_loop(listener, ctx).instrument(tracing::info_span!("http")));
     tracing::info!(addr = %http_addr, "http listening");
-    Ok(http_addr)
 }
 
 async fn accept_loop(listener: tokio::net::TcpListener, ctx: Rc<Ctx>) {
