@@ -383,6 +383,14 @@ fn a_master_killed_mid_batch_finishes_it_with_every_task_run_once() {
         f["message"],
         task_summary(&tasks)
     );
+    // Its scheduler no longer runs: retired, not active.
+    let states: Vec<String> = master
+        .cli_list(&["policy", "list", "--json"])
+        .iter()
+        .filter(|r| r["slot"] == slot.as_str())
+        .map(|r| r["state"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(states, ["superseded", "retired"]);
     for i in 0..50 {
         let attempts: Vec<&Value> = tasks
             .iter()

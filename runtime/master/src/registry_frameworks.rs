@@ -1228,13 +1228,20 @@ impl Handler<SchedulerHistories> for RegistryActor {
     fn handle(&mut self, _: SchedulerHistories, _: &mut Self::Context) -> Self::Result {
         let mut seen = HashSet::new();
         let mut out = self.past_policies.clone();
-        // Newest framework of each name first, so the history shows the running one.
+        // Oldest framework first; each slot once (frameworks restored without their
+        // scheduler may share an empty one). An ended framework's scheduler is retired.
         let mut fws: Vec<&Framework> = self.frameworks.values().collect();
-        fws.sort_by_key(|f| (!f.is_active(), std::cmp::Reverse(f.submitted_at_ms)));
+        fws.sort_by_key(|f| f.submitted_at_ms);
         for fw in fws {
-            if seen.insert(fw.name.clone()) {
-                out.extend(fw.slot.history());
+            if !seen.insert(Arc::as_ptr(&fw.slot)) {
+                continue;
             }
+            out.extend(fw.slot.history().into_iter().map(|mut r| {
+                if !fw.is_active() && r.state == corral_policy::PolicyState::Active {
+                    r.state = corral_policy::PolicyState::Retired;
+                }
+                r
+            }));
         }
         MessageResult(out)
     }
@@ -1500,6 +1507,19 @@ mod tests {
                 stored("g", "x", 5, Some(0)),
             ],
             frameworks: vec![framework("f"), framework("g")],
+            // Active when the master stopped.
+            history: ["allocator", "framework/f", "framework/g"]
+                .iter()
+                .enumerate()
+                .map(|(i, slot)| {
+                    let record = pb::PolicyRecord {
+                        slot: (*slot).into(),
+                        state: "active".into(),
+                        ..Default::default()
+                    };
+                    (i as u64, record)
+                })
+                .collect(),
             ..Default::default()
         };
         let slots = HashMap::from([
@@ -1525,6 +1545,20 @@ mod tests {
         let seen = RegistryActor::view_task(&books.tasks, "f.web.4", 1, 7).expect("restored");
         assert_eq!((seen.launched_ms, seen.updated_ms), (1_000, 5_000));
         assert_eq!(seen.attempt, 7);
+        // Loaded again, the allocator and `f`'s scheduler: superseded; `g`'s: retired.
+        let past: Vec<(&str, String)> = books
+            .past_policies
+            .iter()
+            .map(|r| (r.slot.as_str(), r.state.to_string()))
+            .collect();
+        assert_eq!(
+            past,
+            [
+                ("allocator", "superseded".to_owned()),
+                ("framework/f", "superseded".to_owned()),
+                ("framework/g", "retired".to_owned())
+            ]
+        );
         let g = &books.frameworks["g"];
         assert_eq!(g.state, FrameworkState::Failed);
         assert!(

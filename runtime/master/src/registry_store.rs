@@ -1,7 +1,7 @@
 //! The registry's durability: what each change writes to the store, and how a restarted
 //! master puts its books back together from it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -157,9 +157,18 @@ impl RegistryActor {
             .meta
             .get(ALLOCATOR_KEY)
             .and_then(|d| String::from_utf8(d.clone()).ok());
+        // The scheduler slots that run again: those of the running frameworks whose
+        // scheduler loads.
+        let running: HashSet<String> = loaded
+            .frameworks
+            .iter()
+            .filter(|f| f.state == pb::FrameworkState::FrameworkActive as i32)
+            .filter(|f| matches!(slots.get(&f.framework_id), Some(Ok(_))))
+            .map(|f| format!("framework/{}", f.name))
+            .collect();
         for (seq, r) in loaded.history {
             self.next_history = self.next_history.max(seq);
-            self.past_policies.push(swap_record(r));
+            self.past_policies.push(swap_record(r, &running));
         }
         for (role, weight) in loaded.roles {
             self.roles.insert(role, weight);
@@ -332,12 +341,18 @@ impl Handler<SaveAllocator> for RegistryActor {
 }
 
 /// A saved policy record, as the master shows its history. What was active when the
-/// master stopped shows as superseded: the restarted master loaded its policies again.
-fn swap_record(r: pb::PolicyRecord) -> corral_policy::SwapRecord {
+/// master stopped shows as superseded when the restarted master loaded its slot again
+/// (the allocator, and the schedulers of `running` slots), as retired when not (the
+/// scheduler of a framework that had ended, or failed at the restart).
+fn swap_record(r: pb::PolicyRecord, running: &HashSet<String>) -> corral_policy::SwapRecord {
     use corral_policy::PolicyState;
     let state = match r.state.as_str() {
         "rolled back" => PolicyState::RolledBack,
         "rejected" => PolicyState::Rejected,
+        "retired" => PolicyState::Retired,
+        "active" if r.slot.starts_with("framework/") && !running.contains(&r.slot) => {
+            PolicyState::Retired
+        }
         _ => PolicyState::Superseded,
     };
     corral_policy::SwapRecord {

@@ -24,6 +24,8 @@ pub enum PolicyState {
     RolledBack,
     /// Never became active: did not compile, did not fit the world, or failed its dry run.
     Rejected,
+    /// Was active until its slot stopped: the framework it scheduled for has ended.
+    Retired,
 }
 
 impl std::fmt::Display for PolicyState {
@@ -33,6 +35,7 @@ impl std::fmt::Display for PolicyState {
             PolicyState::Superseded => "superseded",
             PolicyState::RolledBack => "rolled back",
             PolicyState::Rejected => "rejected",
+            PolicyState::Retired => "retired",
         })
     }
 }
