@@ -95,6 +95,8 @@ fn allocator_swaps_while_running_and_hostile_policies_are_contained() {
     std::fs::write(&path, b"not wasm").expect("write");
     let out = master.cli(&["policy", "swap", "allocator", &path.display().to_string()]);
     assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("not a WebAssembly component"), "{said}");
     assert!(master.proc.is_running(), "the master is still running");
     assert_eq!(master.agents().len(), 1);
 }

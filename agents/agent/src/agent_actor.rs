@@ -155,7 +155,8 @@ impl AgentActor {
                 entry.spec = r.spec.clone();
             }
             let terminal = r.status.is_terminal();
-            tracing::info!(task_id = %id, state = r.status.state, "recovered task");
+            let state = TaskState::try_from(r.status.state).map_or("unknown", |s| s.as_str_name());
+            tracing::info!(task_id = %id, state, "recovered task");
             // A task that ended while the agent was down is reported with its exit code.
             // One that had ended before keeps its checkpointed status, whose update the
             // master is yet to acknowledge (a new status would have a new update id, and

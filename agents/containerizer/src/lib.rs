@@ -163,6 +163,13 @@ pub enum ContainerError {
     /// No task with this id is known.
     #[error("task {0} not found on this agent")]
     NotFound(String),
+    /// The task has no container (for its logs): it never started, or its container was
+    /// removed since.
+    #[error(
+        "task {0} has no container on this agent: it never started (its status says why), \
+         or its container was removed since"
+    )]
+    NoContainer(String),
     /// The Docker engine could not be reached or refused a request.
     #[error("docker: {context}")]
     Docker {

@@ -183,8 +183,9 @@ fn check_resources(spec: &TaskSpec, free: &AgentCapacity) -> Result<(), SpecErro
         return err(
             "resources.cpus_milli",
             format!(
-                "{} is more than the agent has free ({})",
-                res.cpus_milli, free.cpus_milli
+                "{} CPUs is more than the agent has free ({} CPUs)",
+                res.cpus_milli as f64 / 1000.0,
+                free.cpus_milli as f64 / 1000.0
             ),
         );
     }

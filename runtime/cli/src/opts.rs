@@ -348,8 +348,11 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
 pub fn init_tracing(global: &Global) {
     let filter = tracing_subscriber::EnvFilter::try_new(&global.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    // Colours only for a person at a terminal, not in a log file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match global.log_format {
         LogFormat::Text => builder.try_init(),
@@ -458,6 +461,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("web ui and api on http://{http}/");
                 }
                 ctrl_c().await?;
+                tracing::info!("stopping: closing every connection");
                 master.shutdown();
                 Ok(())
             })

@@ -157,11 +157,23 @@ impl<W: World> Slot<W> {
         let entry = lock(&self.state).history.len();
         let stats = Arc::new(Stats::default());
 
-        let prepared = host
-            .compile(bytes, &digest)
-            .map_err(|e| SwapError::Compile {
-                digest: digest.clone(),
-                message: format!("{e:#}"),
+        // A file that is not WebAssembly at all is said so plainly (the compiler's own
+        // message prints the bytes it expected).
+        let not_wasm = (!bytes.starts_with(b"\0asm")).then(|| SwapError::Compile {
+            digest: digest.clone(),
+            message: "not a WebAssembly component (it does not begin with `\\0asm`; build \
+                      one with `cargo build --target wasm32-wasip2` or `wasm-tools \
+                      component new`)"
+                .into(),
+        });
+        let prepared = not_wasm
+            .map_or(Ok(()), Err)
+            .and_then(|()| {
+                host.compile(bytes, &digest)
+                    .map_err(|e| SwapError::Compile {
+                        digest: digest.clone(),
+                        message: format!("{e:#}"),
+                    })
             })
             .and_then(|component| {
                 let needs_wasi = imports_wasi(&host.engine, &component);

@@ -299,7 +299,7 @@ impl Containerizer for DockerContainerizer {
             Ok(_) => {}
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
-            }) => return Err(ContainerError::NotFound(task_id.to_string())),
+            }) => return Err(ContainerError::NoContainer(task_id.to_string())),
             Err(e) => return Err(ContainerError::docker("inspecting container for logs", e)),
         }
         let docker_options = LogsOptions {

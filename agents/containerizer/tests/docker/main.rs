@@ -92,7 +92,7 @@ async fn env_echo_finishes_and_its_logs_are_kept() {
     assert_eq!(removed, 1);
     assert!(matches!(
         h.c.logs(&id, LogOptions::default()).await,
-        Err(ContainerError::NotFound(_))
+        Err(ContainerError::NoContainer(_))
     ));
     h.cleanup().await;
 }
