@@ -126,4 +126,53 @@ fn bad_configuration_exits_64_with_a_clear_message() {
             "{args:?}: {err}"
         );
     }
+
+    // Arguments a client gets wrong, said before it connects.
+    let workload = dir.0.join("w.toml");
+    std::fs::write(&workload, "count = 1\n").expect("workload");
+    let workload = workload.display().to_string();
+    let missing = dir.0.join("missing.toml").display().to_string();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["task", "run", "--image", "x", "--mem", "-5", "--", "true"],
+            "\"-5\" is not a whole number of MB",
+        ),
+        (
+            &[
+                "framework",
+                "submit",
+                "x",
+                "--scheduler",
+                "drf",
+                "--workload",
+                &workload,
+            ],
+            "drf is the built-in allocator, not a scheduler",
+        ),
+        (
+            &[
+                "framework",
+                "submit",
+                "x",
+                "--scheduler",
+                "hello",
+                "--workload",
+                &missing,
+            ],
+            "cannot read the workload file",
+        ),
+        (
+            &["policy", "swap", "allocator", "no-such-policy"],
+            "not a built-in policy (schedulers: hello,",
+        ),
+    ];
+    for (args, said) in cases {
+        let out = std::process::Command::new(crate::harness::corral_bin())
+            .args(args)
+            .output()
+            .expect("run corral");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+        assert!(err.contains(said), "{args:?}: {err}");
+    }
 }

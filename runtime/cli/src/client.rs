@@ -233,10 +233,9 @@ pub fn component(arg: &std::path::Path) -> anyhow::Result<(Vec<u8>, String)> {
     let names: Vec<&str> = corral_policy::builtin::SCHEDULERS
         .iter()
         .map(|(n, _)| *n)
-        .chain(["drf"])
         .collect();
     Err(crate::opts::usage(format!(
-        "{name}: no such file, and not a built-in policy (built-ins: {})",
+        "{name}: no such file, and not a built-in policy (schedulers: {}; allocator: drf)",
         names.join(", ")
     )))
 }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _};
+use anyhow::{anyhow, bail};
 use clap::Subcommand;
 use corral_master::http::api;
 use corral_wire::pb::{self, request::Kind, response::Kind as R};
@@ -66,8 +66,13 @@ pub enum FrameworkCmd {
 }
 
 fn read_workload(path: &Path) -> anyhow::Result<String> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read the workload file {}", path.display()))?;
+    // A file that cannot be read is a bad argument (exit status 64), as a bad scheduler.
+    let bytes = std::fs::read(path).map_err(|e| {
+        usage(format!(
+            "cannot read the workload file {}: {e}",
+            path.display()
+        ))
+    })?;
     String::from_utf8(bytes).map_err(|_| {
         usage(format!(
             "{}: the workload is not UTF-8 text",
@@ -218,6 +223,11 @@ pub fn run(cmd: FrameworkCmd) -> anyhow::Result<()> {
             timeout,
         } => {
             let workload = read_workload(&workload)?;
+            if scheduler.as_os_str() == "drf" && !scheduler.exists() {
+                return Err(usage(
+                    "drf is the built-in allocator, not a scheduler (see corral framework submit --help)",
+                ));
+            }
             let (bytes, label) = crate::client::component(&scheduler)?;
             if let Some(w) = weight {
                 if !(w.is_finite() && w > 0.0) {

@@ -74,10 +74,10 @@ pub struct RunOpts {
     #[arg(long, default_value = "0.1", value_parser = parse_cpus_field, allow_negative_numbers = true)]
     pub cpus: u64,
     /// Memory in MB (a hard limit).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = parse_mb, allow_negative_numbers = true)]
     pub mem: u64,
     /// Disk in MB.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = parse_mb, allow_negative_numbers = true)]
     pub disk: u64,
     /// Publish a container port: CONTAINER[:HOST][/udp]; HOST 0 or absent picks one from the
     /// agent's port range.
@@ -132,6 +132,13 @@ pub struct RunOpts {
 
 fn parse_cpus_field(text: &str) -> Result<u64, String> {
     corral_core::parse_cpus(text)
+}
+
+/// A whole number of megabytes, said so when it is not one (`-5`, `1.5`, `64M`).
+fn parse_mb(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number of MB (0 or more)"))
 }
 
 fn key_value(field: &str, text: &str) -> anyhow::Result<pb::KeyValue> {
