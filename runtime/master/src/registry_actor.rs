@@ -416,16 +416,34 @@ pub(crate) fn assign_ports(spec: &mut pb::TaskSpec, free: &Resources) -> bool {
     if spec.network_mode == pb::NetworkMode::NetworkHost as i32 {
         return true;
     }
-    let taken: std::collections::HashSet<u32> = spec
+    if spec.port_mappings.iter().all(|p| p.host_port != 0) {
+        return true;
+    }
+    let taken: HashSet<u32> = spec
         .port_mappings
         .iter()
         .map(|p| p.host_port)
         .filter(|p| *p != 0)
         .collect();
-    let mut available = free
-        .ports
-        .iter()
-        .flat_map(|&(b, e)| b..=e)
+    // The free ports from a random one on, wrapping around (as Mesos frameworks pick
+    // them): a port in use on the host by something else fails one attempt, not every
+    // attempt of a task relaunched on that agent.
+    let ranges: Vec<(u32, u32)> = free.ports.iter().copied().filter(|(b, e)| b <= e).collect();
+    let total: u64 = ranges.iter().map(|&(b, e)| u64::from(e - b) + 1).sum();
+    let nth = |mut i: u64| {
+        ranges.iter().find_map(|&(b, e)| {
+            let n = u64::from(e - b) + 1;
+            if i < n {
+                Some(b + i as u32)
+            } else {
+                i -= n;
+                None
+            }
+        })
+    };
+    let start = rand::random::<u64>() % total.max(1);
+    let mut available = (0..total)
+        .filter_map(|i| nth((start + i) % total))
         .filter(|p| !taken.contains(p));
     for mapping in spec.port_mappings.iter_mut().filter(|p| p.host_port == 0) {
         match available.next() {

@@ -1252,6 +1252,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn host_ports_are_free_distinct_and_start_anywhere_in_the_offer() {
+        let free = Resources {
+            ports: vec![(31000, 31001), (32000, 32009)],
+            ..Resources::default()
+        };
+        let spec = |host_ports: &[u32]| pb::TaskSpec {
+            port_mappings: host_ports
+                .iter()
+                .map(|&host_port| pb::PortMapping {
+                    container_port: 80,
+                    host_port,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let mut firsts = HashSet::new();
+        for _ in 0..50 {
+            // A port the task names itself, and two to pick.
+            let mut s = spec(&[32005, 0, 0]);
+            assert!(assign_ports(&mut s, &free));
+            let ports: Vec<u32> = s.port_mappings.iter().map(|p| p.host_port).collect();
+            assert_eq!(ports[0], 32005);
+            for p in &ports[1..] {
+                assert!(
+                    (31000..=31001).contains(p) || (32000..=32009).contains(p),
+                    "{ports:?}"
+                );
+                assert_ne!(*p, 32005);
+            }
+            assert_ne!(ports[1], ports[2]);
+            firsts.insert(ports[1]);
+        }
+        assert!(firsts.len() > 1, "always {firsts:?}");
+        // More ports wanted than the offer has.
+        let mut s = spec(&[0; 13]);
+        assert!(!assign_ports(&mut s, &free));
+        let mut s = spec(&[0; 12]);
+        assert!(assign_ports(&mut s, &free));
+    }
+
+    #[test]
     fn default_role_is_valid() {
         assert!(validate_role(crate::frameworks::DEFAULT_ROLE).is_ok());
     }
