@@ -277,6 +277,7 @@ pub fn tasks_table(tasks: &[pb::TaskInfo]) -> String {
             let res = spec.resources.clone().unwrap_or_default();
             vec![
                 spec.task_id.clone(),
+                spec.name.clone(),
                 state_name(t.status.as_ref()).to_owned(),
                 status.exit_code.map(|c| c.to_string()).unwrap_or_default(),
                 status.agent_id.clone(),
@@ -294,7 +295,7 @@ pub fn tasks_table(tasks: &[pb::TaskInfo]) -> String {
         .collect();
     crate::table::render(
         &[
-            "ID", "STATE", "EXIT", "AGENT", "IMAGE", "CPUS", "MEM MB", "PORTS", "MESSAGE",
+            "ID", "NAME", "STATE", "EXIT", "AGENT", "IMAGE", "CPUS", "MEM MB", "PORTS", "MESSAGE",
         ],
         &rows,
     )
