@@ -127,6 +127,19 @@ fn bad_configuration_exits_64_with_a_clear_message() {
         );
     }
 
+    // A QUIC address in use (another master there).
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    let udp = udp.local_addr().expect("addr").to_string();
+    let out = std::process::Command::new(crate::harness::corral_bin())
+        .args([
+            "master", "--listen", &udp, "--state", &state, "--http", "off",
+        ])
+        .output()
+        .expect("run corral");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains(&format!("cannot listen on {udp}")), "{err}");
+
     // Arguments a client gets wrong, said before it connects.
     let workload = dir.0.join("w.toml");
     std::fs::write(&workload, "count = 1\n").expect("workload");

@@ -376,6 +376,19 @@ fn service_keeps_its_instances_through_failures_and_rolls_updates() {
         said.contains("workload refused") && said.contains("instnaces"),
         "{said}"
     );
+    // So is a swap to a scheduler that cannot run the workload (first-fit takes a list
+    // of [[task]] entries, not a service).
+    let slot = format!("framework/{fw}");
+    let out = cluster.master.cli(&["policy", "swap", &slot, "first-fit"]);
+    let swap_said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "a swap that would fail the service is refused"
+    );
+    assert!(
+        swap_said.contains("would fail its framework"),
+        "{swap_said}"
+    );
     let f = cluster.framework(&fw);
     assert_eq!(
         (&f["state"], &f["generation"]),

@@ -427,6 +427,12 @@ fn agent_config(o: &AgentOpts) -> corral_agent::AgentConfig {
 fn master_error(e: corral_master::MasterError) -> anyhow::Error {
     match e {
         corral_master::MasterError::Http(h) => usage(format!("{h}: {}", h.source)),
+        corral_master::MasterError::Transport(corral_transport::TransportError::Bind {
+            addr,
+            source,
+        }) => usage(format!(
+            "cannot listen on {addr} (is another master there? choose another with --listen): {source}"
+        )),
         e => e.into(),
     }
 }

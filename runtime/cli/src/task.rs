@@ -138,7 +138,7 @@ fn parse_cpus_field(text: &str) -> Result<u64, String> {
 fn parse_mb(text: &str) -> Result<u64, String> {
     text.trim()
         .parse()
-        .map_err(|_| format!("{text:?} is not a whole number of MB (0 or more)"))
+        .map_err(|_| format!("{text:?} is not a whole number of MB"))
 }
 
 fn key_value(field: &str, text: &str) -> anyhow::Result<pb::KeyValue> {

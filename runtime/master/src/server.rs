@@ -794,13 +794,12 @@ async fn receive_submit(
     slot.prime(initial_view(&id, &req.name, &role, &req.workload));
     let who = who(req.who);
     let loading = slot.clone();
-    let workload = req.workload.clone();
-    // Loaded, then asked about its workload (a misspelt key is refused here, not found
-    // once the framework has started and failed).
+    // Its dry run is on the framework's starting view, workload included: a workload the
+    // scheduler cannot run (a misspelt key) is refused here, not found once the framework
+    // has started and failed.
     let loaded = tokio::task::spawn_blocking(move || {
         let record = loading.swap(&bytes, &who);
-        let workload = record.is_ok().then(|| loading.check_workload(&workload));
-        (record, workload, bytes)
+        (record, bytes)
     })
     .await
     .map_err(|e| {
@@ -809,10 +808,13 @@ async fn receive_submit(
             format!("loading the scheduler did not complete: {e}"),
         )
     })
-    .and_then(|(record, workload, bytes)| match (record, workload) {
-        (Err(e), _) => Err(("rejected", format!("scheduler rejected: {e}"))),
-        (Ok(_), Some(Err(e))) => Err(("invalid_framework", format!("workload refused: {e}"))),
-        (Ok(_), _) => Ok(bytes),
+    .and_then(|(record, bytes)| match record {
+        Err(corral_policy::SwapError::DryRun {
+            source: corral_policy::PolicyError::FailsFramework { message },
+            ..
+        }) => Err(("invalid_framework", format!("workload refused: {message}"))),
+        Err(e) => Err(("rejected", format!("scheduler rejected: {e}"))),
+        Ok(_) => Ok(bytes),
     });
     let component = match loaded {
         Ok(bytes) => bytes,

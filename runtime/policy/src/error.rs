@@ -15,6 +15,9 @@ pub enum PolicyError {
     Trap { message: String },
     #[error("policy answer rejected: {0}")]
     Invalid(#[from] InvalidAnswer),
+    /// A scheduler's dry run answered `fail`: made active, it would end its framework.
+    #[error("the scheduler would fail its framework: {message}")]
+    FailsFramework { message: String },
 }
 
 /// Why an answer was rejected by the host's validation.

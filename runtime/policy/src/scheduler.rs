@@ -52,25 +52,31 @@ impl SchedulerSlot {
     }
 
     /// Loads a new scheduler and makes it active between two calls; dry-runs `schedule`
-    /// on the latest view (an empty one before the first call). As
-    /// [`crate::AllocatorSlot::swap`].
+    /// on the latest view (the one given to [`SchedulerSlot::prime`] before the first
+    /// call; an empty one when neither). As [`crate::AllocatorSlot::swap`]; on a
+    /// framework's view, a scheduler whose dry run answers `fail` (one that cannot run
+    /// the framework's workload, say) is rejected too, rather than made active to end
+    /// the framework.
     ///
     /// # Errors
     ///
     /// A [`SwapError`] when the policy is rejected; the active policy stays.
     pub fn swap(&self, bytes: &[u8], who: &str) -> Result<SwapRecord, SwapError> {
-        let view = self
-            .last_view
-            .lock()
-            .ok()
-            .and_then(|v| v.clone())
-            .unwrap_or_else(|| Arc::new(empty_view()));
+        let framework_view = self.last_view.lock().ok().and_then(|v| v.clone());
+        // With no framework's view (a slot never primed nor called), an empty one: the
+        // component is checked, not a workload (it has none to run).
+        let of_a_framework = framework_view.is_some();
+        let view = framework_view.unwrap_or_else(|| Arc::new(empty_view()));
         self.slot.swap(bytes, who, |slot, loaded| {
             let decisions = slot.run(loaded, |pre, store| {
                 pre.instantiate(&mut *store)?
                     .call_schedule(&mut *store, &view)
             })?;
-            check_decisions(&view, &decisions).map_err(PolicyError::from)
+            check_decisions(&view, &decisions)?;
+            match failure(decisions).filter(|_| of_a_framework) {
+                Some(message) => Err(PolicyError::FailsFramework { message }),
+                None => Ok(()),
+            }
         })
     }
 
@@ -185,13 +191,7 @@ impl SchedulerSlot {
             .map_err(|e| format!("the scheduler failed on it: {e}"))?;
         check_decisions(&view, &decisions)
             .map_err(|e| format!("the scheduler answered it with {e}"))?;
-        match decisions.into_iter().find_map(|d| match d {
-            Decision::Fail(message) => Some(message),
-            _ => None,
-        }) {
-            Some(message) => Err(message),
-            None => Ok(()),
-        }
+        failure(decisions).map_or(Ok(()), Err)
     }
 
     /// Sets the view the next swap dry-runs on (before the first call, a framework's
@@ -217,6 +217,14 @@ impl SchedulerSlot {
     pub fn active(&self) -> Option<String> {
         self.slot.active().map(|l| l.digest.clone())
     }
+}
+
+/// The message of a `fail` among `decisions`.
+fn failure(decisions: Vec<Decision>) -> Option<String> {
+    decisions.into_iter().find_map(|d| match d {
+        Decision::Fail(message) => Some(message),
+        _ => None,
+    })
 }
 
 fn empty_view() -> SchedulerView {

@@ -171,6 +171,24 @@ fn misspelt_keys_are_named_with_every_key_allowed_and_the_one_meant() {
     }
     let slot = crate::sim::scheduler(fixtures::SERVICE);
     assert_eq!(slot.check_workload(SERVICE), Ok(()));
+    // A swap to a scheduler that cannot run the framework's workload is rejected, not
+    // made active to fail the framework.
+    slot.prime(view(SERVICE));
+    let before = slot.active();
+    let err = slot
+        .swap(&crate::policy(fixtures::FIRST_FIT), "test")
+        .expect_err("first-fit cannot run a service workload");
+    assert!(
+        matches!(
+            &err,
+            corral_policy::SwapError::DryRun {
+                source: corral_policy::PolicyError::FailsFramework { message },
+                ..
+            } if message.starts_with("workload: unknown key `instances`")
+        ),
+        "{err}"
+    );
+    assert_eq!(slot.active(), before);
     // Not a slip of a letter or two: no guess.
     let d = crate::sim::scheduler(fixtures::SERVICE)
         .schedule(&view(&format!(
