@@ -107,7 +107,7 @@ fn tasks_run_report_and_fail_with_clear_errors() {
 
     // Invalid specs are refused before anything reaches Docker, naming the field.
     for (args, field) in [
-        (vec!["--cpus", "0"], "resources.cpus_milli"),
+        (vec!["--cpus", "1000"], "resources.cpus_milli: 1000 CPUs"),
         (vec!["--mem", "99999999"], "resources.mem_mb"),
         (vec!["--port", "80:40000"], "port_mappings[0].host_port"),
     ] {
@@ -117,15 +117,20 @@ fn tasks_run_report_and_fail_with_clear_errors() {
         assert_eq!(out.status.code(), Some(1), "{args:?} must be refused");
         assert!(stderr(&out).contains(field), "{args:?}: {}", stderr(&out));
     }
-    let out = master.cli(&[
-        "task", "run", "--image", TEST_IMAGE, "--cpus", "-1", "--", "true",
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(64),
-        "negative CPUs are a usage error"
-    );
-    assert!(stderr(&out).contains("cpus"), "{}", stderr(&out));
+    for (cpus, said) in [
+        ("-1", "CPUs must be zero or more"),
+        ("0", "at least 0.01 CPUs"),
+    ] {
+        let out = master.cli(&[
+            "task", "run", "--image", TEST_IMAGE, "--cpus", cpus, "--", "true",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "--cpus {cpus} is a usage error"
+        );
+        assert!(stderr(&out).contains(said), "{}", stderr(&out));
+    }
 
     // A missing image (no registry here): FAILED with a message naming the image.
     let out = master.cli(&[

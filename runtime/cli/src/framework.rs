@@ -29,7 +29,7 @@ pub enum FrameworkCmd {
         #[arg(long)]
         role: Option<String>,
         /// The role's weight (a role of weight 2 gets twice the share of one of weight 1).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         weight: Option<f64>,
         /// Wait until the framework ends; exit 1 unless it completed.
         #[arg(long)]

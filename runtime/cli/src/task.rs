@@ -74,7 +74,7 @@ pub struct RunOpts {
     #[arg(long, default_value = "0.1", value_parser = parse_cpus_field, allow_negative_numbers = true)]
     pub cpus: u64,
     /// Memory in MB (a hard limit).
-    #[arg(long, default_value_t = 64, value_parser = parse_mb, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 64, value_parser = parse_mem, allow_negative_numbers = true)]
     pub mem: u64,
     /// Disk in MB.
     #[arg(long, default_value_t = 0, value_parser = parse_mb, allow_negative_numbers = true)]
@@ -130,8 +130,16 @@ pub struct RunOpts {
     pub command: Vec<String>,
 }
 
+/// CPUs for a task: at least the engine's minimum (0.01).
 fn parse_cpus_field(text: &str) -> Result<u64, String> {
-    corral_core::parse_cpus(text)
+    let milli = corral_core::parse_cpus(text)?;
+    if milli < corral_containerizer::MIN_CPUS_MILLI {
+        return Err(format!(
+            "{text:?}: a task needs at least {} CPUs",
+            corral_core::format_cpus(corral_containerizer::MIN_CPUS_MILLI)
+        ));
+    }
+    Ok(milli)
 }
 
 /// A whole number of megabytes, said so when it is not one (`-5`, `1.5`, `64M`).
@@ -139,6 +147,18 @@ fn parse_mb(text: &str) -> Result<u64, String> {
     text.trim()
         .parse()
         .map_err(|_| format!("{text:?} is not a whole number of MB"))
+}
+
+/// Memory for a task: at least the engine's minimum.
+fn parse_mem(text: &str) -> Result<u64, String> {
+    let mb = parse_mb(text)?;
+    if mb < corral_containerizer::MIN_MEM_MB {
+        return Err(format!(
+            "{text:?}: a task needs at least {} MB",
+            corral_containerizer::MIN_MEM_MB
+        ));
+    }
+    Ok(mb)
 }
 
 fn key_value(field: &str, text: &str) -> anyhow::Result<pb::KeyValue> {
