@@ -153,6 +153,14 @@ fn tasks_run_report_and_fail_with_clear_errors() {
             .is_some_and(|m| m.contains("127.0.0.1:1/corral/does-not-exist:1")),
         "{t}"
     );
+    // It has no logs, and is said to have never started.
+    let logs = master.cli(&["task", "logs", &noimage_id]);
+    assert!(!logs.status.success());
+    assert!(
+        stderr(&logs).contains("never started, so it has no logs: pulling image"),
+        "{}",
+        stderr(&logs)
+    );
 
     // Four tasks have ended, and three are kept: the first launched is forgotten.
     wait_for(

@@ -766,6 +766,20 @@ impl Handler<TaskAgentConnection> for RegistryActor {
             .tasks
             .get(&msg.task_id)
             .ok_or_else(|| refused("not_found", format!("no task {}", msg.task_id)))?;
+        // A task whose container was never made has no logs; its status says why.
+        let never_started = matches!(
+            pb::TaskReason::try_from(task.status.reason),
+            Ok(pb::TaskReason::ReasonImagePullFailed | pb::TaskReason::ReasonInvalidSpec)
+        ) || task.state() == pb::TaskState::TaskDropped;
+        if never_started {
+            return Err(refused(
+                "no_logs",
+                format!(
+                    "task {} never started, so it has no logs: {}",
+                    msg.task_id, task.status.message
+                ),
+            ));
+        }
         self.links
             .get(&task.agent_id)
             .and_then(|l| l.conn.clone())
