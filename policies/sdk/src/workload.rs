@@ -106,29 +106,45 @@ impl Doc {
     /// meant when it is a slip of a letter or two) or a value of the wrong type.
     pub fn rest<T: DeserializeOwned>(self) -> Result<T, String> {
         let Doc { table, known } = self;
-        let top: Vec<String> = table.keys().cloned().collect();
-        toml::Value::Table(table).try_into().map_err(|e| {
+        let value = toml::Value::Table(table);
+        value.clone().try_into().map_err(|e| {
             let message = e.message().trim();
-            match unknown_key(message) {
-                // An unknown key of this table: the keys taken out before are allowed too.
-                Some((key, listed)) if top.iter().any(|k| k == key) => {
-                    let mut allowed = known;
-                    allowed.extend(listed);
-                    let hint = closest(key, &allowed)
-                        .map(|k| format!(" (did you mean `{k}`?)"))
-                        .unwrap_or_default();
-                    format!(
-                        "workload: unknown key `{key}`{hint}; the keys here are {}",
-                        allowed
-                            .iter()
-                            .map(|k| format!("`{k}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                }
-                _ => format!("workload: {message}"),
-            }
+            let Some((key, listed)) = unknown_key(message) else {
+                return format!("workload: {message}");
+            };
+            // The error does not say where the key is. Only in this table: the keys
+            // taken out of it before are allowed too. In a table within (or both):
+            // the keys allowed in the table that has it.
+            let here = value.get(key).is_some() && !nested_has(&value, key);
+            let (mut allowed, place) = if here {
+                (known, "here")
+            } else {
+                (Vec::new(), "there")
+            };
+            allowed.extend(listed);
+            let hint = closest(key, &allowed)
+                .map(|k| format!(" (did you mean `{k}`?)"))
+                .unwrap_or_default();
+            let allowed: Vec<String> = allowed.iter().map(|k| format!("`{k}`")).collect();
+            format!(
+                "workload: unknown key `{key}`{hint}; the keys {place} are {}",
+                allowed.join(", ")
+            )
         })
+    }
+}
+
+/// Whether a table within `value` (at any depth, arrays included) has `key`.
+fn nested_has(value: &toml::Value, key: &str) -> bool {
+    let within = |v: &toml::Value| match v {
+        toml::Value::Table(t) => t.contains_key(key) || nested_has(v, key),
+        toml::Value::Array(_) => nested_has(v, key),
+        _ => false,
+    };
+    match value {
+        toml::Value::Table(t) => t.values().any(within),
+        toml::Value::Array(a) => a.iter().any(within),
+        _ => false,
     }
 }
 

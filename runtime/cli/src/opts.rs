@@ -515,9 +515,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 };
                 let config = agent_config(&agent_opts);
                 config.validate().map_err(usage)?;
-                let _agent = corral_agent::Agent::start(config)
-                    .await
-                    .map_err(agent_error)?;
+                // Here the agent's HTTP address is --agent-http (--http is the master's).
+                let _agent = corral_agent::Agent::start(config).await.map_err(|e| match e {
+                    corral_agent::AgentError::Http(h) => usage(format!(
+                        "cannot serve the agent's HTTP on {} (is the port taken? choose another with --agent-http): {}",
+                        h.addr, h.source
+                    )),
+                    e => agent_error(e),
+                })?;
                 println!(
                     "corral is up: master on {}, one agent; state in {}",
                     m.local_addr,

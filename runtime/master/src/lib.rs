@@ -267,7 +267,7 @@ fn restore_schedulers(
             &f.role,
             &f.workload,
         ));
-        match slot.swap(bytes, "restored") {
+        match slot.restore(bytes, "restored") {
             Ok(_) => {
                 slots.insert(f.framework_id.clone(), Ok(slot));
             }

@@ -410,8 +410,8 @@ pub(crate) fn capacity(r: &Resources) -> AgentCapacity {
     AgentCapacity::from_resources(&r.into())
 }
 
-/// Gives every mapping that asks for any host port (0) the lowest free one. Returns false
-/// when the agent has too few free ports.
+/// Gives every mapping that asks for any host port (0) a free one, taken in order from a
+/// random free port on. Returns false when the agent has too few free ports.
 pub(crate) fn assign_ports(spec: &mut pb::TaskSpec, free: &Resources) -> bool {
     if spec.network_mode == pb::NetworkMode::NetworkHost as i32 {
         return true;

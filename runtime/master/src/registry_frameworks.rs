@@ -1139,6 +1139,8 @@ impl Handler<UpdateFramework> for RegistryActor {
         fw.workload = msg.workload;
         fw.generation += 1;
         fw.needs_schedule = true;
+        // A swap before the scheduler's next call dry-runs on the new workload.
+        fw.slot.note_workload(&fw.workload, fw.generation);
         tracing::info!(framework = %id, generation = fw.generation, "workload updated");
         poke(fw);
         self.save_framework(&id);
@@ -1226,16 +1228,11 @@ impl Handler<SchedulerHistories> for RegistryActor {
     type Result = MessageResult<SchedulerHistories>;
 
     fn handle(&mut self, _: SchedulerHistories, _: &mut Self::Context) -> Self::Result {
-        let mut seen = HashSet::new();
         let mut out = self.past_policies.clone();
-        // Oldest framework first; each slot once (frameworks restored without their
-        // scheduler may share an empty one). An ended framework's scheduler is retired.
+        // Oldest framework first. An ended framework's scheduler is retired.
         let mut fws: Vec<&Framework> = self.frameworks.values().collect();
         fws.sort_by_key(|f| f.submitted_at_ms);
         for fw in fws {
-            if !seen.insert(Arc::as_ptr(&fw.slot)) {
-                continue;
-            }
             out.extend(fw.slot.history().into_iter().map(|mut r| {
                 if !fw.is_active() && r.state == corral_policy::PolicyState::Active {
                     r.state = corral_policy::PolicyState::Retired;

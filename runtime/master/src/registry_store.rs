@@ -341,9 +341,11 @@ impl Handler<SaveAllocator> for RegistryActor {
 }
 
 /// A saved policy record, as the master shows its history. What was active when the
-/// master stopped shows as superseded when the restarted master loaded its slot again
-/// (the allocator, and the schedulers of `running` slots), as retired when not (the
-/// scheduler of a framework that had ended, or failed at the restart).
+/// master stopped shows as superseded when the restarted master loaded a slot of that
+/// name again (the allocator, and the schedulers of `running` slots), as retired when not
+/// (the scheduler of a framework that had ended, or failed at the restart). Slots are
+/// matched by name: the records of an ended framework whose name a running one took
+/// show as superseded.
 fn swap_record(r: pb::PolicyRecord, running: &HashSet<String>) -> corral_policy::SwapRecord {
     use corral_policy::PolicyState;
     let state = match r.state.as_str() {

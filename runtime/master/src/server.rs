@@ -733,6 +733,10 @@ async fn check_update(
     update: &pb::FrameworkUpdate,
 ) -> Result<(), pb::response::Kind> {
     use pb::response::Kind as R;
+    // Its size and syntax first, as the update itself checks them.
+    if let Err(message) = crate::frameworks::validate_workload(&update.workload) {
+        return Err(error("invalid_framework", message));
+    }
     let slot = match services
         .registry
         .send(FrameworkSlot {

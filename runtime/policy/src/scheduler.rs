@@ -62,10 +62,26 @@ impl SchedulerSlot {
     ///
     /// A [`SwapError`] when the policy is rejected; the active policy stays.
     pub fn swap(&self, bytes: &[u8], who: &str) -> Result<SwapRecord, SwapError> {
+        self.load(bytes, who, true)
+    }
+
+    /// Loads again a scheduler a framework ran before (at a master's restart): as
+    /// [`SchedulerSlot::swap`], but a dry run that answers `fail` does not reject it. The
+    /// primed view is a starting view, not the framework's own (its tasks are not in it),
+    /// so its first real call decides.
+    ///
+    /// # Errors
+    ///
+    /// As [`SchedulerSlot::swap`].
+    pub fn restore(&self, bytes: &[u8], who: &str) -> Result<SwapRecord, SwapError> {
+        self.load(bytes, who, false)
+    }
+
+    fn load(&self, bytes: &[u8], who: &str, refuse_fail: bool) -> Result<SwapRecord, SwapError> {
         let framework_view = self.last_view.lock().ok().and_then(|v| v.clone());
         // With no framework's view (a slot never primed nor called), an empty one: the
         // component is checked, not a workload (it has none to run).
-        let of_a_framework = framework_view.is_some();
+        let of_a_framework = framework_view.is_some() && refuse_fail;
         let view = framework_view.unwrap_or_else(|| Arc::new(empty_view()));
         self.slot.swap(bytes, who, |slot, loaded| {
             let decisions = slot.run(loaded, |pre, store| {
@@ -192,6 +208,19 @@ impl SchedulerSlot {
         check_decisions(&view, &decisions)
             .map_err(|e| format!("the scheduler answered it with {e}"))?;
         failure(decisions).map_or(Ok(()), Err)
+    }
+
+    /// The framework's workload changed (an update was taken): the next swap dry-runs on
+    /// it, and at `generation`, rather than on the workload of the latest call.
+    pub fn note_workload(&self, workload: &str, generation: u32) {
+        if let Ok(mut last) = self.last_view.lock() {
+            if let Some(view) = last.as_deref() {
+                let mut view = view.clone();
+                view.workload = workload.to_owned();
+                view.generation = generation;
+                *last = Some(Arc::new(view));
+            }
+        }
     }
 
     /// Sets the view the next swap dry-runs on (before the first call, a framework's

@@ -169,6 +169,18 @@ fn misspelt_keys_are_named_with_every_key_allowed_and_the_one_meant() {
         // workload passes it.
         assert_eq!(slot.check_workload(&workload), Err(msg.to_owned()));
     }
+    // In a table within: that table's keys only.
+    let d = crate::sim::scheduler(fixtures::SERVICE)
+        .schedule(&view(&SERVICE.replace("interval_ms", "intervall_ms")))
+        .expect("answers");
+    let msg = failure(&d).expect("refused");
+    assert!(
+        msg.starts_with(
+            "workload: unknown key `intervall_ms` (did you mean `interval_ms`?); the keys there are "
+        ) && msg.contains("`http`")
+            && !msg.contains("`instances`"),
+        "{msg}"
+    );
     let slot = crate::sim::scheduler(fixtures::SERVICE);
     assert_eq!(slot.check_workload(SERVICE), Ok(()));
     // A swap to a scheduler that cannot run the framework's workload is rejected, not
@@ -189,6 +201,11 @@ fn misspelt_keys_are_named_with_every_key_allowed_and_the_one_meant() {
         "{err}"
     );
     assert_eq!(slot.active(), before);
+    // Loaded again at a restart, on a starting view: the first real call decides.
+    let restored = slot
+        .restore(&crate::policy(fixtures::FIRST_FIT), "restored")
+        .expect("restored whatever its dry run answers");
+    assert_eq!(slot.active(), Some(restored.digest));
     // Not a slip of a letter or two: no guess.
     let d = crate::sim::scheduler(fixtures::SERVICE)
         .schedule(&view(&format!(
