@@ -437,10 +437,14 @@ fn master_error(e: corral_master::MasterError) -> anyhow::Error {
     }
 }
 
-/// As [`master_error`], for an agent.
-fn agent_error(e: corral_agent::AgentError) -> anyhow::Error {
-    match e {
-        corral_agent::AgentError::Http(h) => usage(format!("{h}: {}", h.source)),
+/// As [`master_error`], for an agent whose HTTP address is set with `flag` (`--http`, or
+/// `--agent-http` in `corral up`, where `--http` is the master's).
+fn agent_error(flag: &'static str) -> impl Fn(corral_agent::AgentError) -> anyhow::Error {
+    move |e| match e {
+        corral_agent::AgentError::Http(h) => usage(format!(
+            "cannot serve HTTP on {} (is the port taken? choose another with {flag}): {}",
+            h.addr, h.source
+        )),
         e => e.into(),
     }
 }
@@ -479,7 +483,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             actix::System::new().block_on(async move {
                 let _agent = corral_agent::Agent::start(config)
                     .await
-                    .map_err(agent_error)?;
+                    .map_err(agent_error("--http"))?;
                 ctrl_c().await
             })
         }
@@ -515,14 +519,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 };
                 let config = agent_config(&agent_opts);
                 config.validate().map_err(usage)?;
-                // Here the agent's HTTP address is --agent-http (--http is the master's).
-                let _agent = corral_agent::Agent::start(config).await.map_err(|e| match e {
-                    corral_agent::AgentError::Http(h) => usage(format!(
-                        "cannot serve the agent's HTTP on {} (is the port taken? choose another with --agent-http): {}",
-                        h.addr, h.source
-                    )),
-                    e => agent_error(e),
-                })?;
+                let _agent = corral_agent::Agent::start(config)
+                    .await
+                    .map_err(agent_error("--agent-http"))?;
                 println!(
                     "corral is up: master on {}, one agent; state in {}",
                     m.local_addr,

@@ -180,6 +180,46 @@ pub struct Framework {
 }
 
 impl Framework {
+    /// A framework just submitted: running, wanting one unit of its default demand,
+    /// its scheduler not yet called; no tasks, offers or filters.
+    pub fn new(
+        id: String,
+        name: String,
+        role: String,
+        workload: String,
+        slot: Arc<SchedulerSlot>,
+    ) -> Self {
+        Framework {
+            id,
+            name,
+            role,
+            workload,
+            generation: 1,
+            state: FrameworkState::Active,
+            message: String::new(),
+            submitted_at_ms: 0,
+            ended_at_ms: 0,
+            suppressed: false,
+            demand: view::Resources::ZERO,
+            wanted: 1,
+            filters: HashMap::new(),
+            offers: BTreeMap::new(),
+            fresh_offers: false,
+            needs_schedule: true,
+            updates: Vec::new(),
+            tasks: Vec::new(),
+            attempts: HashMap::new(),
+            ended_since_forget: false,
+            records: TaskRecords::default(),
+            calls: 0,
+            errors: 0,
+            last_error: String::new(),
+            digest: String::new(),
+            slot,
+            actor: None,
+        }
+    }
+
     /// Numbers a new task of instance `name`: the tasks of that name launched before it.
     pub fn next_attempt(&mut self, name: &str) -> u32 {
         let next = self.attempts.entry(name.to_owned()).or_default();

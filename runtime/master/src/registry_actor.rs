@@ -273,12 +273,7 @@ impl RegistryActor {
             };
             tracing::info!(task_id = %id, agent_id, why, "killing a task the agent still runs");
             if let Some(out) = self.links.get(agent_id).map(|l| l.out.clone()) {
-                let kill = corral_wire::envelope(Body::KillTask(pb::KillTask {
-                    task_id: id.clone(),
-                    framework_id: spec.framework_id.clone(),
-                    grace_period_ms: 0,
-                }));
-                self.send_when_saved(&out, kill);
+                self.send_when_saved(&out, kill_envelope(&id, &spec.framework_id));
             }
         }
         let missing: Vec<String> = self
@@ -404,6 +399,16 @@ impl RegistryActor {
             )),
         }
     }
+}
+
+/// The message that asks an agent to kill task `task_id` (of `framework_id`), with the
+/// task's own grace period.
+pub(crate) fn kill_envelope(task_id: &str, framework_id: &str) -> pb::Envelope {
+    corral_wire::envelope(Body::KillTask(pb::KillTask {
+        task_id: task_id.to_owned(),
+        framework_id: framework_id.to_owned(),
+        grace_period_ms: 0,
+    }))
 }
 
 pub(crate) fn capacity(r: &Resources) -> AgentCapacity {

@@ -19,7 +19,9 @@ use crate::frameworks::{
     OfferEntry, ERROR_REFUSE_MS, MAX_REFUSE_SECONDS,
 };
 use crate::now_ms;
-use crate::registry_actor::{assign_ports, capacity, refused, take_beyond, Refused, RegistryActor};
+use crate::registry_actor::{
+    assign_ports, capacity, kill_envelope, refused, take_beyond, Refused, RegistryActor,
+};
 use crate::store::Op;
 
 /// The label every task a framework launches carries: the workload generation it was
@@ -553,26 +555,16 @@ impl RegistryActor {
             if let Some(a) = self.agents.get_mut(&agent_id) {
                 a.used = a.used.add(&need);
             }
-            let task_id = spec.task_id.clone();
             let launch = corral_wire::envelope(Body::LaunchTask(pb::LaunchTask {
                 spec: Some(spec.clone()),
             }));
-            let attempt = self.next_attempt(fw_id, &spec.name);
-            self.tasks.add(now, spec, &agent_id);
-            self.note_task(&task_id, generation, attempt);
+            let task_id = self.add_framework_task(fw_id, spec, &agent_id, generation, now);
             self.save_task(&task_id);
             match self.links.get(&agent_id).map(|l| l.out.clone()) {
                 Some(out) => self.send_when_saved(&out, launch),
                 None => {
                     tracing::warn!(task_id = %task_id, agent_id = %agent_id, "agent link gone during launch")
                 }
-            }
-            if let Some(fw) = self.frameworks.get_mut(fw_id) {
-                fw.tasks.push(FrameworkTask {
-                    id: task_id.clone(),
-                    generation,
-                    attempt,
-                });
             }
             self.refresh_view_task(fw_id, &task_id);
             crate::http::metrics::METRICS.launches.inc();
@@ -598,10 +590,7 @@ impl RegistryActor {
             spec.task_id = format!("{}.dup-{:08x}", spec.task_id, rand::random::<u32>());
         }
         tracing::info!(task_id = %spec.task_id, framework = %fw_id, error = %message, "launch refused");
-        let task_id = spec.task_id.clone();
-        let attempt = self.next_attempt(fw_id, &spec.name);
-        self.tasks.add(now, spec, agent_id);
-        self.note_task(&task_id, generation, attempt);
+        let task_id = self.add_framework_task(fw_id, spec, agent_id, generation, now);
         let status = pb::TaskStatus {
             task_id: task_id.clone(),
             framework_id: fw_id.to_owned(),
@@ -614,13 +603,6 @@ impl RegistryActor {
         };
         self.tasks.apply(&status);
         self.save_task(&task_id);
-        if let Some(fw) = self.frameworks.get_mut(fw_id) {
-            fw.tasks.push(FrameworkTask {
-                id: task_id,
-                generation,
-                attempt,
-            });
-        }
         // Adds the framework's record of it, and tells its scheduler.
         self.task_changed(&status);
     }
@@ -636,11 +618,7 @@ impl RegistryActor {
         if task.state().is_terminal() {
             return false;
         }
-        let kill = corral_wire::envelope(Body::KillTask(pb::KillTask {
-            task_id: task_id.to_owned(),
-            framework_id: task.spec.framework_id.clone(),
-            grace_period_ms: 0,
-        }));
+        let kill = kill_envelope(task_id, &task.spec.framework_id);
         let out = self.links.get(&task.agent_id).map(|l| l.out.clone());
         if self.kills.insert(task_id.to_owned()) {
             self.save_task(task_id);
@@ -688,11 +666,31 @@ impl RegistryActor {
         self.save_framework(id);
     }
 
-    /// Numbers a new task of `fw_id` named `name` (see [`Framework::next_attempt`]).
-    fn next_attempt(&mut self, fw_id: &str, name: &str) -> u32 {
-        self.frameworks
-            .get_mut(fw_id)
-            .map_or(0, |fw| fw.next_attempt(name))
+    /// Enters a new task of framework `fw_id` on `agent_id` in the books: the task, its
+    /// launch order, and the framework's list with its generation and attempt (numbered
+    /// by [`Framework::next_attempt`]). Returns its id.
+    pub(crate) fn add_framework_task(
+        &mut self,
+        fw_id: &str,
+        spec: pb::TaskSpec,
+        agent_id: &str,
+        generation: u32,
+        now: u64,
+    ) -> String {
+        let id = spec.task_id.clone();
+        let fw = self.frameworks.get_mut(fw_id);
+        let attempt = fw.map_or(0, |fw| {
+            let attempt = fw.next_attempt(&spec.name);
+            fw.tasks.push(FrameworkTask {
+                id: id.clone(),
+                generation,
+                attempt,
+            });
+            attempt
+        });
+        self.tasks.add(now, spec, agent_id);
+        self.note_task(&id, generation, attempt);
+        id
     }
 
     /// Forgets, for each running framework, its ended tasks beyond the
@@ -1047,33 +1045,10 @@ impl Handler<AddFramework> for RegistryActor {
         }
         let actor = FrameworkActor::new(id.clone(), msg.slot.clone(), ctx.address()).start();
         let fw = Framework {
-            id: id.clone(),
-            name: msg.name,
-            role: msg.role,
-            workload: msg.workload,
-            generation: 1,
-            state: FrameworkState::Active,
-            message: String::new(),
             submitted_at_ms: now_ms(),
-            ended_at_ms: 0,
-            suppressed: false,
-            demand: view::Resources::ZERO,
-            wanted: 1,
-            filters: Default::default(),
-            offers: BTreeMap::new(),
-            fresh_offers: false,
-            needs_schedule: true,
-            updates: Vec::new(),
-            tasks: Vec::new(),
-            attempts: HashMap::new(),
-            ended_since_forget: false,
-            records: Default::default(),
-            calls: 0,
-            errors: 0,
-            last_error: String::new(),
             digest: corral_policy::digest(&msg.component),
-            slot: msg.slot,
             actor: Some(actor),
+            ..Framework::new(id.clone(), msg.name, msg.role, msg.workload, msg.slot)
         };
         tracing::info!(framework = %id, role = %fw.role, "framework submitted");
         poke(&fw);
@@ -1303,31 +1278,23 @@ mod tests {
         ended_at_ms: u64,
         state: pb::TaskState,
     ) {
-        let task_id = format!("{id}.t.1");
+        let mut fw = framework(id, slot, FrameworkState::Completed);
+        fw.ended_at_ms = ended_at_ms;
+        books.frameworks.insert(id.to_owned(), fw);
         let spec = pb::TaskSpec {
-            task_id: task_id.clone(),
+            task_id: format!("{id}.t.1"),
             framework_id: id.to_owned(),
             image: "busybox".into(),
             ..Default::default()
         };
-        books.tasks.add(1, spec, "agent-1");
-        books.note_task(&task_id, 1, 0);
+        let task_id = books.add_framework_task(id, spec, "agent-1", 1, 1);
         books.tasks.apply(&pb::TaskStatus {
-            task_id: task_id.clone(),
+            task_id,
             agent_id: "agent-1".into(),
             state: state as i32,
             update_id: "u1".into(),
             ..Default::default()
         });
-        let mut fw = framework(id, slot, FrameworkState::Completed);
-        fw.ended_at_ms = ended_at_ms;
-        let attempt = fw.next_attempt("");
-        fw.tasks.push(FrameworkTask {
-            id: task_id,
-            generation: 1,
-            attempt,
-        });
-        books.frameworks.insert(id.to_owned(), fw);
     }
 
     /// Books configured by `config`, writing to `store` if given, and a scheduler slot for
@@ -1344,34 +1311,19 @@ mod tests {
 
     /// A framework `id` in `state` with no tasks.
     fn framework(id: &str, slot: &Arc<SchedulerSlot>, state: FrameworkState) -> Framework {
+        let role = crate::frameworks::DEFAULT_ROLE.to_owned();
         Framework {
-            id: id.to_owned(),
-            name: id.to_owned(),
-            role: crate::frameworks::DEFAULT_ROLE.to_owned(),
-            workload: String::new(),
-            generation: 1,
             state,
-            message: String::new(),
-            submitted_at_ms: 0,
-            ended_at_ms: 0,
             suppressed: true,
-            demand: view::Resources::ZERO,
             wanted: 0,
-            filters: Default::default(),
-            offers: BTreeMap::new(),
-            fresh_offers: false,
             needs_schedule: false,
-            updates: Vec::new(),
-            tasks: Vec::new(),
-            attempts: HashMap::new(),
-            ended_since_forget: false,
-            records: Default::default(),
-            calls: 0,
-            errors: 0,
-            last_error: String::new(),
-            digest: String::new(),
-            slot: slot.clone(),
-            actor: None,
+            ..Framework::new(
+                id.to_owned(),
+                id.to_owned(),
+                role,
+                String::new(),
+                slot.clone(),
+            )
         }
     }
 
@@ -1397,26 +1349,18 @@ mod tests {
     /// Launches task `{fw}.{name}.{attempt}` of framework `fw` on `agent-1`, which has not
     /// answered yet; returns its id and attempt.
     fn sent(books: &mut RegistryActor, fw: &str, name: &str) -> (String, u32) {
-        let Some(f) = books.frameworks.get_mut(fw) else {
+        let Some(f) = books.frameworks.get(fw) else {
             panic!("no framework {fw}");
         };
-        let attempt = f.next_attempt(name);
-        let task_id = format!("{fw}.{name}.{attempt}");
-        f.tasks.push(FrameworkTask {
-            id: task_id.clone(),
-            generation: 1,
-            attempt,
-        });
+        let attempt = f.attempts.get(name).copied().unwrap_or(0);
         let spec = pb::TaskSpec {
-            task_id: task_id.clone(),
+            task_id: format!("{fw}.{name}.{attempt}"),
             framework_id: fw.to_owned(),
             name: name.to_owned(),
             image: "busybox".into(),
             ..Default::default()
         };
-        books.tasks.add(1, spec, "agent-1");
-        books.note_task(&task_id, 1, attempt);
-        (task_id, attempt)
+        (books.add_framework_task(fw, spec, "agent-1", 1, 1), attempt)
     }
 
     #[test]

@@ -230,8 +230,7 @@ impl RegistryActor {
                     });
             }
             self.next_seq = self.next_seq.max(t.seq);
-            let ended = pb::TaskState::try_from(status.state).is_ok_and(|s| s.is_terminal());
-            if t.kill_asked && !ended {
+            if t.kill_asked && !status.is_terminal() {
                 self.kills.insert(id.clone());
             }
             self.task_meta.insert(id, (t.seq, t.generation, attempt));
@@ -268,10 +267,6 @@ impl RegistryActor {
             let failed_now = ended_at_ms != f.ended_at_ms;
             let demand = f.demand.unwrap_or_default();
             let fw = Framework {
-                id: f.framework_id.clone(),
-                name: f.name,
-                role: f.role,
-                workload: f.workload,
                 generation: f.generation.max(1),
                 state,
                 message,
@@ -280,22 +275,12 @@ impl RegistryActor {
                 suppressed: f.suppressed,
                 demand: view::Resources::new(demand.cpus_milli, demand.mem_mb, demand.disk_mb),
                 wanted: f.wanted,
-                filters: HashMap::new(),
-                offers: BTreeMap::new(),
-                fresh_offers: false,
-                needs_schedule: true,
-                updates: Vec::new(),
                 tasks: by_framework.remove(&f.framework_id).unwrap_or_default(),
                 attempts: attempts.remove(&f.framework_id).unwrap_or_default(),
                 // Counted at the first pass after the restart.
                 ended_since_forget: true,
-                records: Default::default(),
-                calls: 0,
-                errors: 0,
-                last_error: String::new(),
                 digest: f.scheduler_digest,
-                slot,
-                actor: None,
+                ..Framework::new(f.framework_id.clone(), f.name, f.role, f.workload, slot)
             };
             let id = f.framework_id;
             self.frameworks.insert(id.clone(), fw);
