@@ -331,8 +331,9 @@ impl Guest for Drf {
                 )
             })
             .collect();
+        // `role < n_roles`, the length of `weights` (see the loop below).
         let role_key =
-            |alloc: &Resources, role: usize| totals.dominant_share(alloc) / weights[role];
+            |alloc: &Resources, role: usize| totals.dominant_share(alloc) / *at(weights, role);
         let mut roles = Tourney::new(
             members
                 .iter()
@@ -425,8 +426,7 @@ impl Guest for Drf {
             *left -= 1;
             let share = (*left > 0).then(|| totals.dominant_share(at(&fw_alloc, f)));
             at_mut(&mut fw_trees, role).set_winner(share);
-            let key = totals.dominant_share(at(&role_alloc, role)) / *at(weights, role);
-            roles.set_winner(Some(key));
+            roles.set_winner(Some(role_key(at(&role_alloc, role), role)));
         }
         columns(&offers)
     }

@@ -51,7 +51,7 @@ pub const DEFAULT_MEM_MB: u64 = 32;
 pub struct Doc {
     table: toml::Table,
     /// The keys asked for with [`Doc::take`], for the message about an unknown key.
-    known: Vec<String>,
+    known: Vec<&'static str>,
 }
 
 impl Doc {
@@ -87,8 +87,8 @@ impl Doc {
     /// # Errors
     ///
     /// `workload: KEY: …` when the value is not a `T`.
-    pub fn take<T: DeserializeOwned>(&mut self, key: &str) -> Result<Option<T>, String> {
-        self.known.push(key.to_owned());
+    pub fn take<T: DeserializeOwned>(&mut self, key: &'static str) -> Result<Option<T>, String> {
+        self.known.push(key);
         match self.table.remove(key) {
             None => Ok(None),
             Some(value) => value
@@ -106,18 +106,22 @@ impl Doc {
     /// meant when it is a slip of a letter or two) or a value of the wrong type.
     pub fn rest<T: DeserializeOwned>(self) -> Result<T, String> {
         let Doc { table, known } = self;
-        let value = toml::Value::Table(table);
-        value.clone().try_into().map_err(|e| {
+        // The error does not say where an unknown key is: the keys only this table has
+        // (none within it), noted before the table is read.
+        let only_here: Vec<String> = table
+            .keys()
+            .filter(|k| !nested_has(&table, k))
+            .cloned()
+            .collect();
+        toml::Value::Table(table).try_into().map_err(|e| {
             let message = e.message().trim();
             let Some((key, listed)) = unknown_key(message) else {
                 return format!("workload: {message}");
             };
-            // The error does not say where the key is. Only in this table: the keys
-            // taken out of it before are allowed too. In a table within (or both):
-            // the keys allowed in the table that has it.
-            let here = value.get(key).is_some() && !nested_has(&value, key);
-            let (mut allowed, place) = if here {
-                (known, "here")
+            // Only in this table: the keys taken out of it before are allowed too. In a
+            // table within (or both): the keys allowed in the table that has it.
+            let (mut allowed, place): (Vec<String>, _) = if only_here.iter().any(|k| k == key) {
+                (known.iter().map(|k| (*k).to_owned()).collect(), "here")
             } else {
                 (Vec::new(), "there")
             };
@@ -134,18 +138,16 @@ impl Doc {
     }
 }
 
-/// Whether a table within `value` (at any depth, arrays included) has `key`.
-fn nested_has(value: &toml::Value, key: &str) -> bool {
-    let within = |v: &toml::Value| match v {
-        toml::Value::Table(t) => t.contains_key(key) || nested_has(v, key),
-        toml::Value::Array(_) => nested_has(v, key),
-        _ => false,
-    };
-    match value {
-        toml::Value::Table(t) => t.values().any(within),
-        toml::Value::Array(a) => a.iter().any(within),
-        _ => false,
+/// Whether a table within `table` (at any depth, arrays included) has `key`.
+fn nested_has(table: &toml::Table, key: &str) -> bool {
+    fn within(v: &toml::Value, key: &str) -> bool {
+        match v {
+            toml::Value::Table(t) => t.contains_key(key) || nested_has(t, key),
+            toml::Value::Array(a) => a.iter().any(|v| within(v, key)),
+            _ => false,
+        }
     }
+    table.values().any(|v| within(v, key))
 }
 
 /// The key and the allowed keys of serde's "unknown field `x`, expected one of `a`, `b`".

@@ -19,7 +19,7 @@ pub use crate::bindings::allocator::corral::policy::types::{
 use crate::bindings::scheduler::SchedulerPre;
 use crate::error::{InvalidAnswer, PolicyError, SwapError};
 use crate::host::{HostInner, PolicyHost};
-use crate::slot::{Slot, SwapRecord, World};
+use crate::slot::{Loaded, Slot, SwapRecord, World};
 
 pub(crate) struct SchedulerWorld;
 
@@ -84,12 +84,7 @@ impl SchedulerSlot {
         let of_a_framework = framework_view.is_some() && refuse_fail;
         let view = framework_view.unwrap_or_else(|| Arc::new(empty_view()));
         self.slot.swap(bytes, who, |slot, loaded| {
-            let decisions = slot.run(loaded, |pre, store| {
-                pre.instantiate(&mut *store)?
-                    .call_schedule(&mut *store, &view)
-            })?;
-            check_decisions(&view, &decisions)?;
-            match failure(decisions).filter(|_| of_a_framework) {
+            match dry_run(slot, loaded, &view)?.filter(|_| of_a_framework) {
                 Some(message) => Err(PolicyError::FailsFramework { message }),
                 None => Ok(()),
             }
@@ -198,16 +193,11 @@ impl SchedulerSlot {
             .unwrap_or_else(empty_view);
         view.workload = workload.to_owned();
         view.offers.clear();
-        let decisions = self
-            .slot
-            .run(&loaded, |pre, store| {
-                pre.instantiate(&mut *store)?
-                    .call_schedule(&mut *store, &view)
-            })
-            .map_err(|e| format!("the scheduler failed on it: {e}"))?;
-        check_decisions(&view, &decisions)
-            .map_err(|e| format!("the scheduler answered it with {e}"))?;
-        failure(decisions).map_or(Ok(()), Err)
+        match dry_run(&self.slot, &loaded, &view) {
+            Ok(None) => Ok(()),
+            Ok(Some(message)) => Err(message),
+            Err(e) => Err(format!("the scheduler failed on it: {e}")),
+        }
     }
 
     /// The framework's workload changed (an update was taken): the next swap dry-runs on
@@ -248,12 +238,22 @@ impl SchedulerSlot {
     }
 }
 
-/// The message of a `fail` among `decisions`.
-fn failure(decisions: Vec<Decision>) -> Option<String> {
-    decisions.into_iter().find_map(|d| match d {
+/// One `schedule` call on `loaded` that changes nothing and is not counted: its answer
+/// validated against `view`, and the message of its `fail` decision if it has one.
+fn dry_run(
+    slot: &Slot<SchedulerWorld>,
+    loaded: &Loaded<SchedulerWorld>,
+    view: &SchedulerView,
+) -> Result<Option<String>, PolicyError> {
+    let decisions = slot.run(loaded, |pre, store| {
+        pre.instantiate(&mut *store)?
+            .call_schedule(&mut *store, view)
+    })?;
+    check_decisions(view, &decisions)?;
+    Ok(decisions.into_iter().find_map(|d| match d {
         Decision::Fail(message) => Some(message),
         _ => None,
-    })
+    }))
 }
 
 fn empty_view() -> SchedulerView {

@@ -159,21 +159,19 @@ impl<W: World> Slot<W> {
 
         // A file that is not WebAssembly at all is said so plainly (the compiler's own
         // message prints the bytes it expected).
-        let not_wasm = (!bytes.starts_with(b"\0asm")).then(|| SwapError::Compile {
-            digest: digest.clone(),
-            message: "not a WebAssembly component (it does not begin with `\\0asm`; build \
-                      one with `cargo build --target wasm32-wasip2` or `wasm-tools \
-                      component new`)"
-                .into(),
-        });
-        let prepared = not_wasm
-            .map_or(Ok(()), Err)
-            .and_then(|()| {
-                host.compile(bytes, &digest)
-                    .map_err(|e| SwapError::Compile {
-                        digest: digest.clone(),
-                        message: format!("{e:#}"),
-                    })
+        let compiled = if bytes.starts_with(b"\0asm") {
+            host.compile(bytes, &digest).map_err(|e| format!("{e:#}"))
+        } else {
+            Err(
+                "not a WebAssembly component (it does not begin with `\\0asm`; build one \
+                 with `cargo build --target wasm32-wasip2` or `wasm-tools component new`)"
+                    .to_owned(),
+            )
+        };
+        let prepared = compiled
+            .map_err(|message| SwapError::Compile {
+                digest: digest.clone(),
+                message,
             })
             .and_then(|component| {
                 let needs_wasi = imports_wasi(&host.engine, &component);

@@ -309,6 +309,31 @@ fn batch_retries_a_failing_task_then_counts_it_failed_and_completes() {
 }
 
 #[test]
+fn batch_counts_attempts_the_view_no_longer_holds() {
+    let mut sim = Sim::new(fixtures::BATCH, BATCH);
+    sim.schedule(vec![offer("a1", res(1000, 1024))]);
+    sim.update(&["fw.fine.0"], TaskState::Finished, None);
+    // The master forgets old ended attempts, but never the newest of a name.
+    let forget = |sim: &mut Sim, id: &str| sim.view.tasks.retain(|t| t.task_id != id);
+    sim.update(&["fw.flaky.0"], TaskState::Failed, None);
+    sim.view.now_ms += 1000;
+    let d = sim.schedule(vec![offer("a1", res(1000, 1024))]);
+    assert_eq!(launches(&d), vec![(0, vec!["fw.flaky.1".to_owned()])]);
+    forget(&mut sim, "fw.flaky.0");
+    sim.update(&["fw.flaky.1"], TaskState::Failed, None);
+    sim.view.now_ms += 2000;
+    let d = sim.schedule(vec![offer("a1", res(1000, 1024))]);
+    // Attempt 2, not a second attempt 1: the id is new.
+    assert_eq!(launches(&d), vec![(0, vec!["fw.flaky.2".to_owned()])]);
+    forget(&mut sim, "fw.flaky.1");
+    // The third failure uses up retries = 2, though the view holds one attempt.
+    assert_eq!(
+        sim.update(&["fw.flaky.2"], TaskState::Failed, None),
+        vec![Decision::Complete]
+    );
+}
+
+#[test]
 fn batch_fails_past_max_failures() {
     let workload = BATCH.replace("max_failures = 1", "max_failures = 0");
     let mut sim = Sim::new(fixtures::BATCH, &workload);

@@ -133,13 +133,16 @@ impl Sim {
                 Decision::Launch(l) => {
                     let agent = self.view.offers[l.offer as usize].agent_id.clone();
                     for spec in &l.tasks {
-                        // As the host numbers attempts (the simulator forgets no task).
+                        // As the host numbers attempts: after the newest of the name,
+                        // which the view always holds (older ones may be forgotten).
                         let attempt = self
                             .view
                             .tasks
                             .iter()
                             .filter(|t| t.name == spec.name)
-                            .count() as u32;
+                            .map(|t| t.attempt + 1)
+                            .max()
+                            .unwrap_or(0);
                         self.view.tasks.push(Task {
                             task_id: spec.task_id.clone(),
                             name: spec.name.clone(),
