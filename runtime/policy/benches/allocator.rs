@@ -83,6 +83,29 @@ fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> Duration {
     )
 }
 
+/// The medians of `f` and `g`, timed in turns (one run of each, `runs` times), so that
+/// both see the machine in the same state: on a shared machine, whose speed drifts by a
+/// tenth or more over a few seconds, timing all of one and then all of the other skewed
+/// their ratio.
+fn time_both<T, U>(
+    runs: usize,
+    mut f: impl FnMut() -> T,
+    mut g: impl FnMut() -> U,
+) -> (Duration, Duration) {
+    std::hint::black_box(f());
+    std::hint::black_box(g());
+    let (mut a, mut b) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    for _ in 0..runs {
+        let start = Instant::now();
+        std::hint::black_box(f());
+        a.push(start.elapsed());
+        let start = Instant::now();
+        std::hint::black_box(g());
+        b.push(start.elapsed());
+    }
+    (median(a), median(b))
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
 }
@@ -106,7 +129,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &[(1_000, 100), (10_000, 1_000), (50_000, 6_000)]
     };
     println!(
-        "allocation cycle, median of {runs} (wasm: view copy + instantiate + call + validation)"
+        "allocation cycle, median of {runs}, native and wasm in turns (wasm: view copy + instantiate + call + validation)"
     );
     println!(
         "{:>16} {:>8} {:>12} {:>12} {:>7} {:>14}",
@@ -119,8 +142,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if native_offers != wasm_offers {
             return Err(format!("wasm and native DRF disagree at {agents}×{frameworks}").into());
         }
-        let native = time(runs, || corral_core::drf::allocate(&view));
-        let wasm = time(runs, || slot.allocate(&view));
+        let (native, wasm) = time_both(
+            runs,
+            || corral_core::drf::allocate(&view),
+            || slot.allocate(&view),
+        );
         let validate = time(runs, || check_offers(&view, &native_offers));
         println!(
             "{:>16} {:>8} {:>12} {:>12} {:>6.2}× {:>14}",
