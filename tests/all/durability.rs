@@ -98,19 +98,71 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    wait_for("11 running tasks", Duration::from_secs(60), || {
+    // This one, killed, exits with code 3 a second after its SIGTERM: its agent is
+    // killed in between.
+    let terminating = unique("terminating");
+    let out = master.cli(&[
+        "task",
+        "run",
+        "--image",
+        TEST_IMAGE,
+        "--id",
+        &terminating,
+        "--cpus",
+        "0.1",
+        "--mem",
+        "16",
+        "--kill-grace",
+        "60s",
+        "--",
+        "sh",
+        "-c",
+        "trap 'touch /tmp/termed; sleep 1; exit 3' TERM; while true; do sleep 0.2; done",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("12 running tasks", Duration::from_secs(60), || {
         tasks(&master)
             .iter()
             .filter(|t| t["state"] == "TASK_RUNNING")
             .count()
-            == 11
+            == 12
     });
     let before: Vec<Vec<String>> = sleepers.iter().map(|id| containers_of(id)).collect();
     for c in &before {
         assert_eq!(c.len(), 1, "one container per task: {before:?}");
     }
 
-    // The agent dies; while it is down one task's container exits with code 5.
+    let out = master.cli(&["task", "kill", &terminating]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let terminating_container = containers_of(&terminating);
+    assert_eq!(terminating_container.len(), 1);
+    wait_for(
+        "the killed task to receive its SIGTERM",
+        Duration::from_secs(30),
+        || {
+            Command::new("docker")
+                .args([
+                    "exec",
+                    &terminating_container[0],
+                    "test",
+                    "-e",
+                    "/tmp/termed",
+                ])
+                .status()
+                .is_ok_and(|s| s.success())
+        },
+    );
+
+    // The agent dies; while it is down one task's container exits with code 5, and the
+    // killed one's with code 3.
     agent.kill9();
     // Before the master notices (its connection to the agent lives until it times out),
     // two tasks are launched into the void, and one of them is killed: when the agent is
@@ -133,6 +185,13 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The kill waits for the agent, and the task list says so.
+    let t = task(&master, &unsent_killed).expect("unsent-killed");
+    assert_eq!(t["kill_requested"], true, "{t}");
+    assert!(
+        !t["state"].as_str().unwrap_or("").ends_with("KILLED"),
+        "{t}"
+    );
     let ender_container = containers_of(&ender);
     assert_eq!(ender_container.len(), 1);
     let status = Command::new("docker")
@@ -144,6 +203,11 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
         "the container to exit while its agent is down",
         Duration::from_secs(30),
         || !container_running(&ender_container[0]),
+    );
+    wait_for(
+        "the killed task's container to exit while its agent is down",
+        Duration::from_secs(30),
+        || !container_running(&terminating_container[0]),
     );
     // And another task's container is removed altogether.
     let (removed, sleepers) = sleepers.split_last().expect("ten sleepers");
@@ -173,7 +237,18 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
     );
     let t = task(&master, &unsent_killed).expect("unsent-killed");
     assert_eq!(t["state"], "TASK_KILLED", "{t}");
+    assert_eq!(t["kill_requested"], false, "{t}");
     assert!(containers_of(&unsent_killed).is_empty(), "it never ran");
+    // The task whose kill had begun is reported killed, with the exit code it ended with.
+    wait_for(
+        "the task killed while its agent was down reported",
+        Duration::from_secs(30),
+        || task(&master, &terminating).is_some_and(|t| t["exit_code"].as_i64().is_some()),
+    );
+    let t = task(&master, &terminating).expect("terminating");
+    assert_eq!(t["state"], "TASK_KILLED", "{t}");
+    assert_eq!(t["reason"], "REASON_KILLED_BY_REQUEST", "{t}");
+    assert_eq!(t["exit_code"], 3, "{t}");
     // The task whose container is gone is lost, not left running forever.
     wait_for(
         "the task without a container reported lost",

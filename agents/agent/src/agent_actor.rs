@@ -150,6 +150,7 @@ impl AgentActor {
                     spec: r.spec.clone(),
                     status: None,
                     launched_ms: 0,
+                    kill_requested: false,
                 });
             if entry.spec.is_none() {
                 entry.spec = r.spec.clone();
@@ -162,7 +163,12 @@ impl AgentActor {
             // master is yet to acknowledge (a new status would have a new update id, and
             // the acknowledgement would never match it).
             if terminal && known_state != Some(r.status.state) {
-                self.record(r.status);
+                let status = if entry.kill_requested {
+                    killed_while_away(r.status)
+                } else {
+                    r.status
+                };
+                self.record(status);
             } else if !known_ended {
                 entry.status = Some(r.status);
             }
@@ -318,6 +324,7 @@ impl AgentActor {
                 spec: Some(spec.clone()),
                 status: None,
                 launched_ms: 0,
+                kill_requested: false,
             },
         );
         // Written with the next flush; a container started before that is found again by
@@ -525,6 +532,15 @@ impl Handler<FromMaster> for AgentActor {
                 None => tracing::warn!("launch without a spec ignored"),
             },
             Body::KillTask(k) => {
+                // Saved before the kill starts: if the agent stops before it reports the
+                // task killed, the stopped container it finds at restart is reported so.
+                if let Some(t) = self.tasks.get_mut(&k.task_id) {
+                    let ended = t.status.as_ref().is_some_and(pb::TaskStatus::is_terminal);
+                    if !ended && !t.kill_requested {
+                        t.kill_requested = true;
+                        self.checkpoint();
+                    }
+                }
                 let containerizer = self.containerizer.clone();
                 let grace =
                     (k.grace_period_ms > 0).then(|| Duration::from_millis(k.grace_period_ms));
@@ -654,6 +670,21 @@ fn task_id(t: &pb::TaskInfo) -> &str {
 /// of the machine: the bytes are synced before the rename, and the folder after it (a
 /// sync took about 0.2 ms on a virtual disk), once per flush (a few milliseconds of
 /// updates), before the updates it records are sent.
+/// The status of a task whose kill the agent had started, found ended when the agent
+/// restarted: killed, whatever its exit (as a kill carried out while the agent runs is
+/// reported), unless it had finished before.
+fn killed_while_away(status: pb::TaskStatus) -> pb::TaskStatus {
+    if status.state != TaskState::TaskFailed as i32 {
+        return status;
+    }
+    pb::TaskStatus {
+        state: TaskState::TaskKilled as i32,
+        reason: pb::TaskReason::ReasonKilledByRequest as i32,
+        message: format!("killed as asked: {}", status.message),
+        ..status
+    }
+}
+
 fn write_durably(path: &std::path::Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     use std::io::Write as _;
     let tmp = path.with_extension("tmp");
@@ -744,6 +775,30 @@ mod tests {
         }
         assert_eq!(ids(&unsent.take()), ["a3", "b1"]);
         assert_eq!(ids(pending.iter().map(|p| &p.status)), ["a1", "a3", "b1"]);
+    }
+
+    #[test]
+    fn a_task_whose_kill_had_begun_is_reported_killed_if_it_failed() {
+        let ended = |state: TaskState| pb::TaskStatus {
+            task_id: "t".into(),
+            state: state as i32,
+            reason: pb::TaskReason::ReasonCommandExited as i32,
+            message: "exited 143 while the agent was down".into(),
+            exit_code: Some(143),
+            ..Default::default()
+        };
+        let killed = killed_while_away(ended(TaskState::TaskFailed));
+        assert_eq!(killed.state, TaskState::TaskKilled as i32);
+        assert_eq!(killed.reason, pb::TaskReason::ReasonKilledByRequest as i32);
+        assert_eq!(killed.exit_code, Some(143));
+        assert_eq!(
+            killed.message,
+            "killed as asked: exited 143 while the agent was down"
+        );
+        // One that finished, or was lost, stays so.
+        for state in [TaskState::TaskFinished, TaskState::TaskLost] {
+            assert_eq!(killed_while_away(ended(state)), ended(state));
+        }
     }
 
     #[test]

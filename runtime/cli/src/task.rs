@@ -298,7 +298,11 @@ pub fn tasks_table(tasks: &[pb::TaskInfo]) -> String {
             vec![
                 spec.task_id.clone(),
                 spec.name.clone(),
-                state_name(t.status.as_ref()).to_owned(),
+                if t.kill_requested {
+                    format!("{} (kill asked)", state_name(t.status.as_ref()))
+                } else {
+                    state_name(t.status.as_ref()).to_owned()
+                },
                 status.exit_code.map(|c| c.to_string()).unwrap_or_default(),
                 status.agent_id.clone(),
                 spec.image.clone(),

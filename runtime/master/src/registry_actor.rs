@@ -709,6 +709,8 @@ impl Handler<ListTasks> for RegistryActor {
                     spec: Some(t.spec.clone()),
                     status: Some(t.status.clone()),
                     launched_ms: t.launched_ms,
+                    kill_requested: self.kills.contains(&t.spec.task_id)
+                        && !t.state().is_terminal(),
                 })
                 .collect(),
         )

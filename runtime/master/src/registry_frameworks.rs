@@ -1392,7 +1392,7 @@ mod tests {
             books.tasks.get(id).map(|t| pb::TaskInfo {
                 spec: Some(t.spec.clone()),
                 status: Some(t.status.clone()),
-                launched_ms: 0,
+                ..Default::default()
             })
         };
         let runs = reported(&books, "f.runs.0");
@@ -1432,7 +1432,7 @@ mod tests {
                 update_id: "agent-says".into(),
                 ..t.status.clone()
             }),
-            launched_ms: 0,
+            ..Default::default()
         });
         books.reconcile("agent-1", report.into_iter().collect());
         books.flush(None);
@@ -1695,7 +1695,7 @@ mod tests {
         let runs = books.tasks.get("f.runs.0").map(|t| pb::TaskInfo {
             spec: Some(t.spec.clone()),
             status: Some(t.status.clone()),
-            launched_ms: 0,
+            ..Default::default()
         });
         let (out, mut agent) = tokio::sync::mpsc::unbounded_channel();
         books

@@ -80,6 +80,7 @@ pub fn task(t: &pb::TaskInfo) -> Value {
         })).collect::<Vec<_>>(),
         "launched_ms": t.launched_ms,
         "updated_ms": status.timestamp_ms,
+        "kill_requested": t.kill_requested,
     })
 }
 
