@@ -52,29 +52,35 @@ fn parse(view: &SchedulerView) -> Result<Service, String> {
 /// Logs what happened to instances, for the operator: when one is replaced, and after
 /// how long a wait (see `Backoff`).
 fn log_updates(view: &SchedulerView, backoff: &Backoff, tasks: &Tasks<'_>, updates: &[TaskStatus]) {
-    for u in updates {
-        if matches!(
+    let failed = |u: &&TaskStatus| {
+        matches!(
             u.state,
             TaskState::Failed | TaskState::Lost | TaskState::Error | TaskState::Dropped
-        ) {
-            let name = view
-                .tasks
-                .iter()
-                .find(|t| t.task_id == u.task_id)
-                .map_or("", |t| t.name.as_str());
-            let wait = backoff.remaining(tasks.of(name), view.now_ms);
-            let when = if wait > 0 {
-                format!("replacing it in {:.1} s", wait as f64 / 1000.0)
-            } else {
-                "replacing it".to_owned()
-            };
-            log_info(&format!(
-                "service: {} ended {}: {}; {when}",
-                u.task_id,
-                state_name(u.state),
-                u.message
-            ));
-        }
+        )
+    };
+    if !updates.iter().any(|u| failed(&u)) {
+        return;
+    }
+    // Each task's name, found once: a lost agent ends many tasks in one call.
+    let names: std::collections::BTreeMap<&str, &str> = view
+        .tasks
+        .iter()
+        .map(|t| (t.task_id.as_str(), t.name.as_str()))
+        .collect();
+    for u in updates.iter().filter(failed) {
+        let name = names.get(u.task_id.as_str()).copied().unwrap_or("");
+        let wait = backoff.remaining(tasks.of(name), view.now_ms);
+        let when = if wait > 0 {
+            format!("replacing it in {:.1} s", wait as f64 / 1000.0)
+        } else {
+            "replacing it".to_owned()
+        };
+        log_info(&format!(
+            "service: {} ended {}: {}; {when}",
+            u.task_id,
+            state_name(u.state),
+            u.message
+        ));
     }
 }
 
