@@ -53,76 +53,24 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
     });
     let sleepers: Vec<String> = (0..10).map(|i| unique(&format!("sleeper{i}"))).collect();
     for id in &sleepers {
-        let out = master.cli(&[
-            "task",
-            "run",
-            "--image",
-            TEST_IMAGE,
-            "--id",
-            id,
-            "--cpus",
-            "0.1",
-            "--mem",
-            "16",
-            "--",
-            "sh",
-            "-c",
-            "sleep 600",
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_small(&master, id, &[], "sleep 600");
     }
     // This one exits with code 5 once /tmp/stop exists in its container.
     let ender = unique("ender");
-    let out = master.cli(&[
-        "task",
-        "run",
-        "--image",
-        TEST_IMAGE,
-        "--id",
+    run_small(
+        &master,
         &ender,
-        "--cpus",
-        "0.1",
-        "--mem",
-        "16",
-        "--",
-        "sh",
-        "-c",
+        &[],
         "while [ ! -e /tmp/stop ]; do sleep 0.2; done; exit 5",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     // This one, killed, exits with code 3 a second after its SIGTERM: its agent is
     // killed in between.
     let terminating = unique("terminating");
-    let out = master.cli(&[
-        "task",
-        "run",
-        "--image",
-        TEST_IMAGE,
-        "--id",
+    run_small(
+        &master,
         &terminating,
-        "--cpus",
-        "0.1",
-        "--mem",
-        "16",
-        "--kill-grace",
-        "60s",
-        "--",
-        "sh",
-        "-c",
+        &["--kill-grace", "60s"],
         "trap 'touch /tmp/termed; sleep 1; exit 3' TERM; while true; do sleep 0.2; done",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     wait_for("12 running tasks", Duration::from_secs(60), || {
         tasks(&master)
@@ -169,15 +117,7 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
     // back, the first is sent again and runs, the second is killed without running.
     let (unsent, unsent_killed) = (unique("unsent"), unique("unsent-killed"));
     for id in [&unsent, &unsent_killed] {
-        let out = master.cli(&[
-            "task", "run", "--image", TEST_IMAGE, "--id", id, "--cpus", "0.1", "--mem", "16", "--",
-            "sh", "-c", "echo ran",
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_small(&master, id, &[], "echo ran");
     }
     let out = master.cli(&["task", "kill", &unsent_killed]);
     assert!(
@@ -277,6 +217,22 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
     );
     let id = agent_id(&dir.0).expect("agent id");
     assert_eq!(master.agent_state(&id).as_deref(), Some("active"));
+}
+
+/// `corral task run` of a small task (0.1 CPUs, 16 MB) running `sh -c script`, with
+/// `extra` options.
+fn run_small(master: &Master, id: &str, extra: &[&str], script: &str) {
+    let mut args = vec![
+        "task", "run", "--image", TEST_IMAGE, "--id", id, "--cpus", "0.1", "--mem", "16",
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "sh", "-c", script]);
+    let out = master.cli(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `corral framework show NAME --json`, parsed.
