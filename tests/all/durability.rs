@@ -63,14 +63,15 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
         &[],
         "while [ ! -e /tmp/stop ]; do sleep 0.2; done; exit 5",
     );
-    // This one, killed, exits with code 3 a second after its SIGTERM: its agent is
-    // killed in between.
+    // This one, killed, exits with code 3 once /tmp/stop exists after its SIGTERM: its
+    // agent is killed in between.
     let terminating = unique("terminating");
     run_small(
         &master,
         &terminating,
         &["--kill-grace", "60s"],
-        "trap 'touch /tmp/termed; sleep 1; exit 3' TERM; while true; do sleep 0.2; done",
+        "trap 'touch /tmp/termed; while [ ! -e /tmp/stop ]; do sleep 0.2; done; exit 3' TERM; \
+         while true; do sleep 0.2; done",
     );
     wait_for("12 running tasks", Duration::from_secs(60), || {
         tasks(&master)
@@ -144,6 +145,11 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
         Duration::from_secs(30),
         || !container_running(&ender_container[0]),
     );
+    let status = Command::new("docker")
+        .args(["exec", &terminating_container[0], "touch", "/tmp/stop"])
+        .status()
+        .expect("docker exec");
+    assert!(status.success());
     wait_for(
         "the killed task's container to exit while its agent is down",
         Duration::from_secs(30),
@@ -189,6 +195,12 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
     assert_eq!(t["state"], "TASK_KILLED", "{t}");
     assert_eq!(t["reason"], "REASON_KILLED_BY_REQUEST", "{t}");
     assert_eq!(t["exit_code"], 3, "{t}");
+    assert!(
+        t["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("while the agent was down")),
+        "{t}"
+    );
     // The task whose container is gone is lost, not left running forever.
     wait_for(
         "the task without a container reported lost",

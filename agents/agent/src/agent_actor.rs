@@ -54,6 +54,9 @@ pub struct AgentActor {
     /// The checkpoint still holds updates the master has acknowledged since.
     acked: bool,
     ack_flush_scheduled: bool,
+    /// Kills to start once the checkpoint that records them is written (see
+    /// [`AgentActor::start_kills`]), with their grace periods.
+    kills_to_start: Vec<(String, Option<Duration>)>,
 }
 
 impl AgentActor {
@@ -120,6 +123,7 @@ impl AgentActor {
             flush_scheduled: false,
             acked: false,
             ack_flush_scheduled: false,
+            kills_to_start: Vec::new(),
         };
         if let Some(id) = actor.agent_id.clone() {
             // Without the engine's list of containers the agent cannot tell its running
@@ -138,11 +142,11 @@ impl AgentActor {
         let found_ids: HashSet<String> = found.iter().map(|r| r.status.task_id.clone()).collect();
         for r in found {
             let id = r.status.task_id.clone();
-            let (known_state, known_ended) = self
+            let known_ended = self
                 .tasks
                 .get(&id)
                 .and_then(|t| t.status.as_ref())
-                .map_or((None, false), |s| (Some(s.state), s.is_terminal()));
+                .is_some_and(pb::TaskStatus::is_terminal);
             let entry = self
                 .tasks
                 .entry(id.clone())
@@ -158,18 +162,26 @@ impl AgentActor {
             let terminal = r.status.is_terminal();
             let state = TaskState::try_from(r.status.state).map_or("unknown", |s| s.as_str_name());
             tracing::info!(task_id = %id, state, "recovered task");
-            // A task that ended while the agent was down is reported with its exit code.
-            // One that had ended before keeps its checkpointed status, whose update the
-            // master is yet to acknowledge (a new status would have a new update id, and
-            // the acknowledgement would never match it).
-            if terminal && known_state != Some(r.status.state) {
+            // A task that ended while the agent was down is reported with its exit code
+            // (killed, when its kill had begun). One that had ended before keeps its
+            // checkpointed status, whose update the master is yet to acknowledge (a new
+            // status would have a new update id, and the acknowledgement would never match
+            // it).
+            if known_ended {
+                continue;
+            }
+            if terminal {
                 let status = if entry.kill_requested {
                     killed_while_away(r.status)
                 } else {
                     r.status
                 };
                 self.record(status);
-            } else if !known_ended {
+            } else {
+                // Its kill had begun: it goes on (a new grace period starts).
+                if entry.kill_requested {
+                    self.kills_to_start.push((id.clone(), None));
+                }
                 entry.status = Some(r.status);
             }
         }
@@ -181,24 +193,34 @@ impl AgentActor {
             .iter()
             .filter(|(id, _)| !found_ids.contains(*id))
             .filter(|(_, t)| !t.status.as_ref().is_some_and(pb::TaskStatus::is_terminal))
-            .map(|(id, t)| pb::TaskStatus {
-                task_id: id.clone(),
-                framework_id: t
-                    .spec
-                    .as_ref()
-                    .map(|s| s.framework_id.clone())
-                    .unwrap_or_default(),
-                agent_id: agent_id.to_owned(),
-                state: TaskState::TaskLost as i32,
-                reason: pb::TaskReason::ReasonContainerError as i32,
-                message: "no container found for it when the agent restarted".into(),
-                timestamp_ms: crate::now_ms(),
-                update_id: crate::new_update_id(),
-                ..Default::default()
+            .map(|(id, t)| {
+                let lost = pb::TaskStatus {
+                    task_id: id.clone(),
+                    framework_id: t
+                        .spec
+                        .as_ref()
+                        .map(|s| s.framework_id.clone())
+                        .unwrap_or_default(),
+                    agent_id: agent_id.to_owned(),
+                    state: TaskState::TaskLost as i32,
+                    reason: pb::TaskReason::ReasonContainerError as i32,
+                    message: "no container found for it when the agent restarted".into(),
+                    timestamp_ms: crate::now_ms(),
+                    update_id: crate::new_update_id(),
+                    ..Default::default()
+                };
+                // Killed before its container started, or while the agent was down: what
+                // the framework asked for, not a loss to make good.
+                if t.kill_requested {
+                    killed_while_away(lost)
+                } else {
+                    lost
+                }
             })
             .collect();
         for status in lost {
-            tracing::warn!(task_id = %status.task_id, "task lost: no container after restart");
+            let state = TaskState::try_from(status.state).map_or("unknown", |s| s.as_str_name());
+            tracing::warn!(task_id = %status.task_id, state, "no container for the task after restart");
             self.record(status);
         }
         // Not connected yet: the recorded updates go out as pending ones on registration.
@@ -255,10 +277,31 @@ impl AgentActor {
     fn flush_soon(&mut self, ctx: &mut Context<Self>) {
         if !self.flush_scheduled {
             self.flush_scheduled = true;
-            ctx.run_later(FLUSH_DELAY, |act, _| {
+            ctx.run_later(FLUSH_DELAY, |act, ctx| {
                 act.flush_scheduled = false;
                 act.flush();
+                act.start_kills(ctx);
             });
+        }
+    }
+
+    /// Starts the kills asked for, once the checkpoint says so: a task whose kill had begun
+    /// is then reported killed if the agent stops before it does (see [`killed_while_away`]).
+    /// The kills of a burst (a framework's end, a drain) share one checkpoint.
+    fn start_kills(&mut self, ctx: &mut Context<Self>) {
+        if self.dirty {
+            self.checkpoint();
+        }
+        for (task_id, grace) in std::mem::take(&mut self.kills_to_start) {
+            let containerizer = self.containerizer.clone();
+            ctx.spawn(
+                async move {
+                    if let Err(e) = containerizer.kill(&task_id, grace).await {
+                        tracing::warn!(task_id = %task_id, error = %e, "kill failed");
+                    }
+                }
+                .into_actor(self),
+            );
         }
     }
 
@@ -382,6 +425,8 @@ impl Actor for AgentActor {
             }));
         }
         ctx.run_interval(Duration::from_millis(250), |act, _| act.retry_due());
+        // Kills that had begun before a restart, on containers still running.
+        self.start_kills(ctx);
         // Finished containers (and their logs) go once the retention period has passed.
         let retention = self.config.retention;
         let every = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
@@ -532,27 +577,20 @@ impl Handler<FromMaster> for AgentActor {
                 None => tracing::warn!("launch without a spec ignored"),
             },
             Body::KillTask(k) => {
-                // Saved before the kill starts: if the agent stops before it reports the
-                // task killed, the stopped container it finds at restart is reported so.
+                // Saved before the kill starts (with the next flush, a few milliseconds
+                // away): if the agent stops before it reports the task killed, what it
+                // finds at restart is reported so.
                 if let Some(t) = self.tasks.get_mut(&k.task_id) {
                     let ended = t.status.as_ref().is_some_and(pb::TaskStatus::is_terminal);
                     if !ended && !t.kill_requested {
                         t.kill_requested = true;
-                        self.checkpoint();
+                        self.dirty = true;
                     }
                 }
-                let containerizer = self.containerizer.clone();
                 let grace =
                     (k.grace_period_ms > 0).then(|| Duration::from_millis(k.grace_period_ms));
-                let task_id = k.task_id;
-                ctx.spawn(
-                    async move {
-                        if let Err(e) = containerizer.kill(&task_id, grace).await {
-                            tracing::warn!(task_id = %task_id, error = %e, "kill failed");
-                        }
-                    }
-                    .into_actor(self),
-                );
+                self.kills_to_start.push((k.task_id, grace));
+                self.flush_soon(ctx);
             }
             Body::StatusUpdateAck(ack) => {
                 // Acknowledgements come in the order updates were sent: the oldest first.
@@ -665,18 +703,10 @@ fn task_id(t: &pb::TaskInfo) -> &str {
     t.spec.as_ref().map_or("", |s| s.task_id.as_str())
 }
 
-/// Replaces the file at `path` with `bytes`, through a temporary file and a rename, so that
-/// a crash of the agent leaves the old file or the new one. With `sync`, so does a crash
-/// of the machine: the bytes are synced before the rename, and the folder after it (a
-/// sync took about 0.2 ms on a virtual disk), once per flush (a few milliseconds of
-/// updates), before the updates it records are sent.
-/// The status of a task whose kill the agent had started, found ended when the agent
-/// restarted: killed, whatever its exit (as a kill carried out while the agent runs is
-/// reported), unless it had finished before.
+/// The status of a task whose kill the agent had started, found ended (or gone) when the
+/// agent restarted: killed, whatever its exit code, as a kill carried out while the agent
+/// runs is reported.
 fn killed_while_away(status: pb::TaskStatus) -> pb::TaskStatus {
-    if status.state != TaskState::TaskFailed as i32 {
-        return status;
-    }
     pb::TaskStatus {
         state: TaskState::TaskKilled as i32,
         reason: pb::TaskReason::ReasonKilledByRequest as i32,
@@ -685,6 +715,11 @@ fn killed_while_away(status: pb::TaskStatus) -> pb::TaskStatus {
     }
 }
 
+/// Replaces the file at `path` with `bytes`, through a temporary file and a rename, so that
+/// a crash of the agent leaves the old file or the new one. With `sync`, so does a crash
+/// of the machine: the bytes are synced before the rename, and the folder after it (a
+/// sync took about 0.2 ms on a virtual disk), once per flush (a few milliseconds of
+/// updates), before the updates it records are sent.
 fn write_durably(path: &std::path::Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     use std::io::Write as _;
     let tmp = path.with_extension("tmp");
@@ -778,7 +813,7 @@ mod tests {
     }
 
     #[test]
-    fn a_task_whose_kill_had_begun_is_reported_killed_if_it_failed() {
+    fn a_task_whose_kill_had_begun_is_reported_killed_however_it_ended() {
         let ended = |state: TaskState| pb::TaskStatus {
             task_id: "t".into(),
             state: state as i32,
@@ -795,9 +830,12 @@ mod tests {
             killed.message,
             "killed as asked: exited 143 while the agent was down"
         );
-        // One that finished, or was lost, stays so.
+        // Whatever it ended with: a clean exit on its SIGTERM, or no container left.
         for state in [TaskState::TaskFinished, TaskState::TaskLost] {
-            assert_eq!(killed_while_away(ended(state)), ended(state));
+            assert_eq!(
+                killed_while_away(ended(state)).state,
+                TaskState::TaskKilled as i32
+            );
         }
     }
 

@@ -47,7 +47,8 @@ struct Tourney {
 const ABSENT: u64 = u64::MAX;
 
 impl Tourney {
-    /// Not inlined, like [`demand_classes`]: they run once per cycle, and out of
+    /// Not inlined, like [`demand_classes`]: they run at the start of a cycle (a tree per
+    /// role, and one of the roles), and out of
     /// `allocate` they leave it a third smaller. The host compiles the policy at every swap
     /// of a new version, and `allocate`, the largest function, is the longest to compile
     /// (its functions are compiled in parallel): a swap's compile took about a third less

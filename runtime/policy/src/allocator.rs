@@ -504,7 +504,7 @@ pub(crate) fn check_wit(
                     pair(agent, framework),
                 ) {
                     let k = filter_first[slot];
-                    filtered = Some(filtered.map_or(k, |f| f.min(k)));
+                    filtered = Some(filtered.map_or(k, |first| first.min(k)));
                 }
             }
             if let Some(rows) = rows.as_deref_mut() {
@@ -793,6 +793,12 @@ mod tests {
             Err(InvalidAnswer::NotFree { agent: 0 })
         );
         assert_eq!(check(&full), Ok(()));
+        // Refused on the first offer to its agent.
+        assert_eq!(
+            check(&[offer(0, 0, 1), offer(1, 0, 11)]),
+            Err(InvalidAnswer::NotFree { agent: 1 })
+        );
+        assert_eq!(check(&full), Ok(()));
         assert_eq!(
             check(&[offer(1, 0, 4), offer(2, 0, 1)]),
             Err(InvalidAnswer::UnknownAgent { index: 1, agent: 2 })
@@ -807,6 +813,32 @@ mod tests {
             })
         );
         assert_eq!(check(&[offer(1, 0, 1), offer(0, 0, 1)]), Ok(()));
+
+        // The same scratch for a view with another number of agents, and a filter on an
+        // agent the view does not have.
+        let mut v = view();
+        v.agents.push(Resources::new(10, 10, 0));
+        v.filters.push(Filter {
+            framework: 0,
+            agent: 70,
+            until_ms: 11,
+        });
+        let w = to_wit(&v);
+        let mut check = |offers: &[Offer]| {
+            let mut o = wit::Offers {
+                agent: offers.iter().map(|o| o.agent).collect(),
+                framework: offers.iter().map(|o| o.framework).collect(),
+                resources: Default::default(),
+            };
+            o.resources.fill(offers, |o| &o.resources);
+            check_wit(&w, &o, &mut scratch, None)
+        };
+        assert_eq!(check(&[offer(2, 0, 10), offer(0, 0, 10)]), Ok(()));
+        assert_eq!(
+            check(&[offer(2, 0, 10), offer(2, 2, 1)]),
+            Err(InvalidAnswer::NotFree { agent: 2 })
+        );
+        assert_eq!(check(&[offer(2, 2, 10)]), Ok(()));
     }
 
     #[test]
