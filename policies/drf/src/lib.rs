@@ -48,11 +48,10 @@ const ABSENT: u64 = u64::MAX;
 
 impl Tourney {
     /// Not inlined, like [`demand_classes`]: they run at the start of a cycle (a tree per
-    /// role, and one of the roles), and out of
-    /// `allocate` they leave it a third smaller. The host compiles the policy at every swap
-    /// of a new version, and `allocate`, the largest function, is the longest to compile
-    /// (its functions are compiled in parallel): a swap's compile took about a third less
-    /// (51 ms to 33 ms on a 2-core machine), and the cycles no longer.
+    /// role, and one of the roles), and out of `allocate` they leave it a third smaller.
+    /// The host compiles the policy at every swap of a new version, its functions in
+    /// parallel, and `allocate`, the largest, is the longest to compile: a swap's compile
+    /// took a third less (49 ms to 33 ms on a 2-core machine), and the cycles no longer.
     #[inline(never)]
     fn new(keys: impl ExactSizeIterator<Item = Option<f64>>) -> Self {
         let leaves = keys.len().next_power_of_two();
