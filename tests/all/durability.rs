@@ -41,6 +41,16 @@ fn container_running(container: &str) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
 }
 
+/// Whether `docker exec CONTAINER args…` ran and exited 0.
+fn exec_in(container: &str, args: &[&str]) -> bool {
+    Command::new("docker")
+        .arg("exec")
+        .arg(container)
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 #[test]
 fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
     crate::harness::require_docker();
@@ -96,18 +106,7 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
     wait_for(
         "the killed task to receive its SIGTERM",
         Duration::from_secs(30),
-        || {
-            Command::new("docker")
-                .args([
-                    "exec",
-                    &terminating_container[0],
-                    "test",
-                    "-e",
-                    "/tmp/termed",
-                ])
-                .status()
-                .is_ok_and(|s| s.success())
-        },
+        || exec_in(&terminating_container[0], &["test", "-e", "/tmp/termed"]),
     );
 
     // The agent dies; while it is down one task's container exits with code 5, and the
@@ -135,26 +134,14 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
     );
     let ender_container = containers_of(&ender);
     assert_eq!(ender_container.len(), 1);
-    let status = Command::new("docker")
-        .args(["exec", &ender_container[0], "touch", "/tmp/stop"])
-        .status()
-        .expect("docker exec");
-    assert!(status.success());
-    wait_for(
-        "the container to exit while its agent is down",
-        Duration::from_secs(30),
-        || !container_running(&ender_container[0]),
-    );
-    let status = Command::new("docker")
-        .args(["exec", &terminating_container[0], "touch", "/tmp/stop"])
-        .status()
-        .expect("docker exec");
-    assert!(status.success());
-    wait_for(
-        "the killed task's container to exit while its agent is down",
-        Duration::from_secs(30),
-        || !container_running(&terminating_container[0]),
-    );
+    for container in [&ender_container[0], &terminating_container[0]] {
+        assert!(exec_in(container, &["touch", "/tmp/stop"]));
+        wait_for(
+            "the container to exit while its agent is down",
+            Duration::from_secs(30),
+            || !container_running(container),
+        );
+    }
     // And another task's container is removed altogether.
     let (removed, sleepers) = sleepers.split_last().expect("ten sleepers");
     let (removed_container, before) = before.split_last().expect("ten containers");

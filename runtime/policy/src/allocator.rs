@@ -297,14 +297,23 @@ impl Default for wit::AllocatorView {
 ///
 /// The first [`InvalidAnswer`] found.
 pub fn check_offers(view: &AllocatorView, offers: &[Offer]) -> Result<(), InvalidAnswer> {
-    let w = to_wit(view);
+    check_wit(
+        &to_wit(view),
+        &offers_to_wit(offers),
+        &mut CheckScratch::default(),
+        None,
+    )
+}
+
+/// Offers as a guest answers them (in columns).
+fn offers_to_wit(offers: &[Offer]) -> wit::Offers {
     let mut o = wit::Offers {
         agent: offers.iter().map(|o| o.agent).collect(),
         framework: offers.iter().map(|o| o.framework).collect(),
         resources: Default::default(),
     };
     o.resources.fill(offers, |o| &o.resources);
-    check_wit(&w, &o, &mut CheckScratch::default(), None)
+    o
 }
 
 /// The validation's working memory, kept by a slot from one cycle to the next.
@@ -641,14 +650,8 @@ mod tests {
         let mut scratch = CheckScratch::default();
         let w = to_wit(&v);
         for (offers, expected) in cases {
-            let mut o = wit::Offers {
-                agent: offers.iter().map(|o| o.agent).collect(),
-                framework: offers.iter().map(|o| o.framework).collect(),
-                resources: Default::default(),
-            };
-            o.resources.fill(&offers, |o| &o.resources);
             assert_eq!(
-                check_wit(&w, &o, &mut scratch, None),
+                check_wit(&w, &offers_to_wit(&offers), &mut scratch, None),
                 expected,
                 "{offers:?}"
             );
@@ -777,15 +780,8 @@ mod tests {
         let v = view();
         let mut scratch = CheckScratch::default();
         let w = to_wit(&v);
-        let mut check = |offers: &[Offer]| {
-            let mut o = wit::Offers {
-                agent: offers.iter().map(|o| o.agent).collect(),
-                framework: offers.iter().map(|o| o.framework).collect(),
-                resources: Default::default(),
-            };
-            o.resources.fill(offers, |o| &o.resources);
-            check_wit(&w, &o, &mut scratch, None)
-        };
+        let mut check =
+            |offers: &[Offer]| check_wit(&w, &offers_to_wit(offers), &mut scratch, None);
         let full = [offer(0, 0, 10), offer(1, 0, 10)];
         assert_eq!(check(&full), Ok(()));
         assert_eq!(
@@ -824,15 +820,8 @@ mod tests {
             until_ms: 11,
         });
         let w = to_wit(&v);
-        let mut check = |offers: &[Offer]| {
-            let mut o = wit::Offers {
-                agent: offers.iter().map(|o| o.agent).collect(),
-                framework: offers.iter().map(|o| o.framework).collect(),
-                resources: Default::default(),
-            };
-            o.resources.fill(offers, |o| &o.resources);
-            check_wit(&w, &o, &mut scratch, None)
-        };
+        let mut check =
+            |offers: &[Offer]| check_wit(&w, &offers_to_wit(offers), &mut scratch, None);
         assert_eq!(check(&[offer(2, 0, 10), offer(0, 0, 10)]), Ok(()));
         assert_eq!(
             check(&[offer(2, 0, 10), offer(2, 2, 1)]),
