@@ -820,21 +820,20 @@ async fn receive_submit(
         Err(e) => Err(("rejected", format!("scheduler rejected: {e}"))),
         Ok(_) => Ok(bytes),
     });
+    // The scheduler's load is kept in the history, taken or rejected; a workload refused
+    // is the submission's mistake, not the scheduler's.
+    if !matches!(loaded, Err(("invalid_framework", _))) {
+        if let Some(record) = slot.history().last().cloned() {
+            services.registry.do_send(SavePolicyRecord { record });
+        }
+    }
     let component = match loaded {
         Ok(bytes) => bytes,
         Err((code, message)) => {
             tracing::warn!(framework = %req.name, error = %message, "framework not submitted");
-            if code == "rejected" {
-                if let Some(record) = slot.history().last().cloned() {
-                    services.registry.do_send(SavePolicyRecord { record });
-                }
-            }
             return answer(send, error(code, message)).await;
         }
     };
-    if let Some(record) = slot.history().last().cloned() {
-        services.registry.do_send(SavePolicyRecord { record });
-    }
     let add = AddFramework {
         id,
         name: req.name,
