@@ -20,6 +20,9 @@ use super::{create, Inner};
 use crate::status::StatusSink;
 use crate::util::split_image;
 
+/// How long after a SIGKILL the engine did not take it is sent again.
+const SIGKILL_RETRY: Duration = Duration::from_secs(1);
+
 /// Why the supervisor is stopping the container.
 #[derive(Debug, Clone)]
 pub(super) enum Ending {
@@ -324,9 +327,11 @@ impl Supervisor {
                     }
                 },
                 () = sleep_until(kill_at), if kill_at.is_some() => {
-                    kill_at = None;
                     tracing::info!(task_id = %self.task_id(), "grace period over; sending sigkill");
-                    signal(&self.inner, &container_id, "SIGKILL").await;
+                    // Until the engine takes it: a task asked to die is not left running
+                    // because the engine failed once.
+                    kill_at = (!signal(&self.inner, &container_id, "SIGKILL").await)
+                        .then(|| Instant::now() + SIGKILL_RETRY);
                 }
             }
         }
@@ -479,7 +484,9 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-async fn signal(inner: &Inner, container_id: &str, signal: &str) {
+/// Sends `signal` to the container; false if the engine did not take it (the container
+/// not running any more counts as taken: that is what a kill wants).
+async fn signal(inner: &Inner, container_id: &str, signal: &str) -> bool {
     let options = KillContainerOptions {
         signal: signal.to_string(),
     };
@@ -488,10 +495,12 @@ async fn signal(inner: &Inner, container_id: &str, signal: &str) {
         .kill_container(container_id, Some(options))
         .await
     {
-        Ok(()) => {}
-        // 409: not running any more, which is what a kill wants.
-        Err(e) if status_code(&e) == Some(409) => {}
-        Err(e) => tracing::warn!(container_id, signal, error = %e, "signalling container failed"),
+        Ok(()) => true,
+        Err(e) if status_code(&e) == Some(409) => true,
+        Err(e) => {
+            tracing::warn!(container_id, signal, error = %e, "signalling container failed");
+            false
+        }
     }
 }
 
