@@ -83,35 +83,56 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
         "trap 'touch /tmp/termed; while [ ! -e /tmp/stop ]; do sleep 0.2; done; exit 3' TERM; \
          while true; do sleep 0.2; done",
     );
-    wait_for("12 running tasks", Duration::from_secs(60), || {
+    // And this one, killed, ignores its SIGTERM: it still runs when its agent comes back,
+    // which kills it again (SIGKILL after its 5 s grace).
+    let stubborn = unique("stubborn");
+    run_small(
+        &master,
+        &stubborn,
+        &["--kill-grace", "5s"],
+        "trap 'touch /tmp/termed' TERM; while true; do sleep 0.2; done",
+    );
+    wait_for("13 running tasks", Duration::from_secs(60), || {
         tasks(&master)
             .iter()
             .filter(|t| t["state"] == "TASK_RUNNING")
             .count()
-            == 12
+            == 13
     });
     let before: Vec<Vec<String>> = sleepers.iter().map(|id| containers_of(id)).collect();
     for c in &before {
         assert_eq!(c.len(), 1, "one container per task: {before:?}");
     }
 
-    let out = master.cli(&["task", "kill", &terminating]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let terminating_container = containers_of(&terminating);
-    assert_eq!(terminating_container.len(), 1);
-    wait_for(
-        "the killed task to receive its SIGTERM",
-        Duration::from_secs(30),
-        || exec_in(&terminating_container[0], &["test", "-e", "/tmp/termed"]),
-    );
+    let mut killed_containers = Vec::new();
+    for id in [&terminating, &stubborn] {
+        let out = master.cli(&["task", "kill", id]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let container = containers_of(id);
+        assert_eq!(container.len(), 1);
+        killed_containers.extend(container);
+    }
+    for container in &killed_containers {
+        wait_for(
+            "the killed task to receive its SIGTERM",
+            Duration::from_secs(30),
+            || exec_in(container, &["test", "-e", "/tmp/termed"]),
+        );
+    }
+    let (terminating_container, stubborn_container) =
+        (&killed_containers[..1], &killed_containers[1]);
 
     // The agent dies; while it is down one task's container exits with code 5, and the
     // killed one's with code 3.
     agent.kill9();
+    assert!(
+        container_running(stubborn_container),
+        "the stubborn task still runs: its grace period had not ended when its agent died"
+    );
     // Before the master notices (its connection to the agent lives until it times out),
     // two tasks are launched into the void, and one of them is killed: when the agent is
     // back, the first is sent again and runs, the second is killed without running.
@@ -188,6 +209,16 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
             .is_some_and(|m| m.contains("while the agent was down")),
         "{t}"
     );
+    // The task still running when its agent came back is killed again.
+    wait_for(
+        "the stubborn task killed by the restarted agent",
+        Duration::from_secs(30),
+        || task(&master, &stubborn).is_some_and(|t| t["exit_code"].as_i64().is_some()),
+    );
+    let t = task(&master, &stubborn).expect("stubborn");
+    assert_eq!(t["state"], "TASK_KILLED", "{t}");
+    assert_eq!(t["exit_code"], 137, "ended by SIGKILL: {t}");
+    assert!(!container_running(stubborn_container));
     // The task whose container is gone is lost, not left running forever.
     wait_for(
         "the task without a container reported lost",
