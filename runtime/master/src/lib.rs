@@ -47,6 +47,9 @@ pub enum MasterError {
     Http(#[from] http::HttpError),
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// The thread that drives the QUIC endpoint could not start.
+    #[error("cannot start the QUIC thread: {0}")]
+    QuicThread(std::io::Error),
 }
 
 /// A running master.
@@ -120,10 +123,7 @@ impl Master {
         let http = config.http.map(http::bind).transpose()?;
         let identity =
             MasterIdentity::load_or_create(&config.state_dir).map_err(TransportError::from)?;
-        let quic = QuicRuntime::start().map_err(|source| TransportError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let quic = QuicRuntime::start().map_err(MasterError::QuicThread)?;
         let endpoint = quic.enter(|| corral_transport::server_endpoint(config.listen, identity))?;
         let local_addr = endpoint
             .local_addr()
@@ -234,11 +234,9 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Loads the scheduler of every running framework in the saved registry (compiled once
-/// per distinct component). A scheduler that no longer loads is left out: its framework
-/// is restored as failed, with the reason.
 /// The schedulers of the running frameworks in `loaded`, by framework id: loaded, or why
-/// not (a component built against an older contract, say).
+/// not (a component built against an older contract, say); a framework whose scheduler
+/// no longer loads is restored as failed, with the reason.
 fn restore_schedulers(
     host: &corral_policy::PolicyHost,
     loaded: &store::Loaded,
