@@ -4,17 +4,35 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{wait_for, Master, TempDir};
+use crate::harness::{unique, wait_for, Master, TempDir, TEST_IMAGE};
 
 fn policies(master: &Master) -> Vec<Value> {
     master.cli_list(&["policy", "list", "--json"])
 }
 
 fn active(master: &Master) -> String {
+    active_in(master, "allocator")
+}
+
+/// The digest of the policy active in `slot`.
+fn active_in(master: &Master, slot: &str) -> String {
     let list = policies(master);
-    let active: Vec<&Value> = list.iter().filter(|r| r["state"] == "active").collect();
-    assert_eq!(active.len(), 1, "exactly one active allocator: {list:?}");
+    let active: Vec<&Value> = list
+        .iter()
+        .filter(|r| r["slot"] == slot && r["state"] == "active")
+        .collect();
+    assert_eq!(active.len(), 1, "exactly one active in {slot}: {list:?}");
     active[0]["digest"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The record of `digest`'s latest load in `slot`.
+fn record(master: &Master, slot: &str, digest: &str) -> Value {
+    let list = policies(master);
+    list.iter()
+        .rev()
+        .find(|r| r["slot"] == slot && r["digest"] == digest)
+        .cloned()
+        .unwrap_or_else(|| panic!("{digest} is in {slot}'s history: {list:?}"))
 }
 
 #[test]
@@ -99,4 +117,125 @@ fn allocator_swaps_while_running_and_hostile_policies_are_contained() {
     assert!(said.contains("not a WebAssembly component"), "{said}");
     assert!(master.proc.is_running(), "the master is still running");
     assert_eq!(master.agents().len(), 1);
+}
+
+#[test]
+fn policies_rolled_back_stay_rolled_back_across_a_restart() {
+    // Cycles a second apart: a new policy's probation (ten good calls) outlasts the steps
+    // before the agent comes.
+    let mut master = Master::start(&["--allocation-interval", "1s"]);
+    let builtin = active(&master);
+    // No agent yet: the allocator's dry run sees none, so the trap fixture (which traps once
+    // there are agents) is taken; so is the bad scheduler, which errs only on offers.
+    let swap = |slot: &str, file: &str| {
+        let out = master.cli(&["policy", "swap", slot, file]);
+        assert!(
+            out.status.success(),
+            "swap {slot}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let calls = |master: &Master, digest: &str| {
+        record(master, "allocator", digest)["calls"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    wait_for(
+        "a cycle on the built-in DRF",
+        Duration::from_secs(10),
+        || calls(&master, &builtin) >= 1,
+    );
+    swap("allocator", corral_policy::fixtures::TRAP);
+    let trap = corral_policy::digest(&std::fs::read(corral_policy::fixtures::TRAP).expect("read"));
+    assert_eq!(active(&master), trap);
+    let dir = TempDir::new("rollback");
+    let name = unique("rb");
+    let workload = dir.0.join("workload.toml");
+    std::fs::write(
+        &workload,
+        format!("[[task]]\nimage = \"{TEST_IMAGE}\"\ncommand = [\"sleep\", \"600\"]\n"),
+    )
+    .expect("workload");
+    master.cli_ok(&[
+        "framework",
+        "submit",
+        &name,
+        "--scheduler",
+        "first-fit",
+        "--workload",
+        &workload.display().to_string(),
+    ]);
+    let slot = format!("framework/{name}");
+    let first_fit = active_in(&master, &slot);
+    swap(&slot, corral_policy::fixtures::BAD_SCHEDULER);
+    let bad = corral_policy::digest(
+        &std::fs::read(corral_policy::fixtures::BAD_SCHEDULER).expect("read"),
+    );
+
+    // An agent: the cycles trap, and after three in a row the DRF is back; its offers go
+    // to the bad scheduler, whose invalid answers roll it back to first-fit, which
+    // launches the task (each invalid answer declines the agent for 5 s).
+    let agent_dir = TempDir::new("rollback-agent");
+    let _agent = master.agent(
+        &agent_dir.0,
+        &["--containerizer", "simulated", "--sim-run-time", "600s"],
+    );
+    let running = |master: &Master| {
+        master.cli_json(&["framework", "show", &name, "--json"])["task_list"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["state"] == "TASK_RUNNING"))
+    };
+    wait_for("first-fit to run the task", Duration::from_secs(60), || {
+        running(&master)
+    });
+    assert_eq!(active(&master), builtin);
+    assert_eq!(active_in(&master, &slot), first_fit);
+    // Cycles go on; the count the master has when it stops is what its history keeps.
+    let by_now = calls(&master, &builtin);
+    wait_for("more cycles", Duration::from_secs(10), || {
+        calls(&master, &builtin) >= by_now + 3
+    });
+    let served = calls(&master, &builtin);
+
+    // A restart loads the policies rolled back to, and the history keeps what happened.
+    master.restart_gracefully();
+    assert_eq!(
+        active(&master),
+        builtin,
+        "the restart loads the built-in DRF"
+    );
+    assert_eq!(
+        active_in(&master, &slot),
+        first_fit,
+        "the restart loads first-fit for {name}"
+    );
+    for (slot, digest, what) in [
+        ("allocator", trap.as_str(), "the trap allocator"),
+        (slot.as_str(), bad.as_str(), "the bad scheduler"),
+    ] {
+        let r = record(&master, slot, digest);
+        assert_eq!(r["state"], "rolled back", "{what}: {r}");
+        assert!(r["errors"].as_u64().unwrap_or(0) >= 3, "{what}: {r}");
+        assert!(
+            r["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("rolled back")),
+            "{what}: {r}"
+        );
+    }
+    // The built-in DRF's record from before the restart has the calls it had answered
+    // when the master stopped, not the zero of its load.
+    let before = policies(&master)
+        .into_iter()
+        .find(|r| {
+            r["slot"] == "allocator"
+                && r["digest"] == builtin.as_str()
+                && r["state"] == "superseded"
+        })
+        .unwrap_or_default();
+    assert!(
+        before["calls"].as_u64().is_some_and(|c| c >= served),
+        "{before} (it had answered {served} calls)"
+    );
+    assert!(running(&master), "the task still runs");
 }

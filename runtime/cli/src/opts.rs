@@ -471,8 +471,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("web ui and api on http://{http}/");
                 }
                 ctrl_c().await?;
-                tracing::info!("stopping: closing every connection");
-                master.shutdown();
+                tracing::info!("stopping: saving the policy history, closing every connection");
+                master.shutdown().await;
                 Ok(())
             })
         }
@@ -543,13 +543,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                                 println!("the hello example did not run: {e:#}");
                             }
                         }
-                        r = ctrl_c() => { r?; m.shutdown(); return Ok(()); }
+                        r = ctrl_c() => { r?; m.shutdown().await; return Ok(()); }
                     }
                 }
                 println!("try: corral agents, corral framework list, corral task list");
                 println!("press Ctrl-C to stop");
                 ctrl_c().await?;
-                m.shutdown();
+                m.shutdown().await;
                 Ok(())
             })
         }

@@ -13,6 +13,7 @@ use corral_policy::{AllocatorSlot, SwapRecord};
 
 use crate::registry_actor::RegistryActor;
 use crate::registry_frameworks::{AllocationView, ApplyOffers};
+use crate::registry_store::AllocatorActive;
 
 /// Runs allocation cycles on the active allocator policy.
 pub struct AllocatorActor {
@@ -23,6 +24,9 @@ pub struct AllocatorActor {
     /// A cycle was asked for while one ran: run another when it ends.
     again: bool,
     cycles: u64,
+    /// The active policy's digest as of the latest cycle: a failed cycle after which it
+    /// differs has rolled a new policy back, which the registry must keep for restarts.
+    active: Option<String>,
 }
 
 impl AllocatorActor {
@@ -33,6 +37,7 @@ impl AllocatorActor {
         interval: Duration,
     ) -> Self {
         Self {
+            active: slot.active(),
             slot,
             registry,
             interval,
@@ -85,7 +90,7 @@ impl AllocatorActor {
                     m.policy_errors.inc("allocator");
                 }
             }
-            match res {
+            match &res {
                 Some((Ok(allocation), took)) => {
                     tracing::trace!(
                         offers = allocation.offers.len(),
@@ -97,6 +102,16 @@ impl AllocatorActor {
                     tracing::warn!(error = %e, "allocation cycle failed; offers discarded")
                 }
                 None => {}
+            }
+            let active = act.slot.active();
+            if active != act.active {
+                if let (Some(digest), Some((Err(_), _))) = (&active, &res) {
+                    act.registry.do_send(AllocatorActive {
+                        digest: digest.clone(),
+                        records: act.slot.history(),
+                    });
+                }
+                act.active = active;
             }
         })
         .spawn(ctx);

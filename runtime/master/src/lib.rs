@@ -220,8 +220,26 @@ impl Master {
         })
     }
 
-    /// Closes every connection and stops accepting new ones.
-    pub fn shutdown(&self) {
+    /// Saves every policy's latest counts and state (for the history a restart shows),
+    /// then closes every connection and stops accepting new ones.
+    pub async fn shutdown(&self) {
+        let allocator = self
+            .allocator
+            .send(allocator_actor::AllocatorHistory)
+            .await
+            .unwrap_or_default();
+        let (durable, saved) = tokio::sync::oneshot::channel();
+        let asked = self
+            .registry
+            .send(registry_store::SaveAllPolicies { allocator, durable })
+            .await;
+        if asked.is_ok()
+            && tokio::time::timeout(std::time::Duration::from_secs(5), saved)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the policy history was not saved within 5 s");
+        }
         self.endpoint.close(0u32.into(), b"master shutting down");
     }
 }

@@ -13,6 +13,9 @@ use tokio::sync::mpsc;
 use corral_containerizer::{validate_spec, AgentCapacity};
 
 use crate::frameworks::Framework;
+
+/// A policy record's identity within one run of the master: its slot, digest and load time.
+pub(crate) type PolicyKey = (String, String, std::time::SystemTime);
 use crate::{now_ms, MasterConfig};
 
 /// A connected agent's session: its number, its outgoing envelopes, its connection.
@@ -73,6 +76,10 @@ pub struct RegistryActor {
     /// Policy swaps saved by earlier runs of the master, oldest first.
     pub(crate) past_policies: Vec<corral_policy::SwapRecord>,
     pub(crate) next_history: u64,
+    /// This run's policy records as last saved, by slot, digest and load time, with the
+    /// number each is saved under: a record whose state or counts changed since replaces
+    /// its saved copy.
+    pub(crate) saved_policies: HashMap<PolicyKey, (u64, pb::PolicyRecord)>,
     /// Ended frameworks kept; see [`RegistryActor::forget_old_frameworks`].
     pub(crate) max_completed_frameworks: usize,
     /// The tasks run without a framework, in launch order; see
@@ -156,6 +163,7 @@ impl RegistryActor {
             next_seq: 0,
             past_policies: Vec::new(),
             next_history: 0,
+            saved_policies: HashMap::new(),
             allocator: None,
             max_completed_frameworks: config.max_completed_frameworks,
             standalone: Vec::new(),

@@ -416,6 +416,16 @@ impl RegistryActor {
                     fw.filters
                         .insert(o.agent_id.clone(), now.saturating_add(ERROR_REFUSE_MS));
                 }
+                // A failing new scheduler may have been rolled back: a restart must load
+                // the one active now (its component was saved when it was first active).
+                if let Some(active) = fw.slot.active().filter(|d| *d != fw.digest) {
+                    tracing::info!(framework = %fw.id, digest = %active, "the scheduler a restart loads is now the one rolled back to");
+                    fw.digest = active;
+                    let records = fw.slot.history();
+                    self.save_framework(&msg.id);
+                    self.save_policy_records(records);
+                    self.flush(None);
+                }
                 return;
             }
         };
@@ -1765,5 +1775,50 @@ mod tests {
         books.allocator_digest = Some("alloc".into());
         let forgotten = ["x", "y", "z", "alloc"].map(String::from).into();
         assert_eq!(books.unused_components(forgotten), ["z"]);
+    }
+
+    #[test]
+    fn a_policy_record_is_saved_again_only_when_it_changed_and_in_its_place() {
+        let (mut books, _) = books(crate::MasterConfig::default(), None);
+        books.next_history = 7; // as after a restart
+        let record = |digest: &str, calls: u64| corral_policy::SwapRecord {
+            slot: "allocator".into(),
+            digest: digest.into(),
+            who: "test".into(),
+            loaded_at: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1),
+            state: corral_policy::PolicyState::Active,
+            calls,
+            errors: 0,
+            last_error: None,
+            swap_time: std::time::Duration::ZERO,
+        };
+        let saved = |books: &mut RegistryActor| -> Vec<(u64, String, u64)> {
+            books
+                .ops
+                .drain(..)
+                .filter_map(|op| match op {
+                    crate::store::Op::History(seq, r) => Some((seq, r.digest, r.calls)),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert!(books.save_policy_records([record("a", 0)]));
+        assert_eq!(saved(&mut books), [(8, "a".to_owned(), 0)]);
+        // Unchanged: nothing written.
+        assert!(!books.save_policy_records([record("a", 0)]));
+        assert!(saved(&mut books).is_empty());
+        // Its counts changed: written again under its number; a new one gets the next.
+        let mut rolled_back = record("b", 0);
+        rolled_back.state = corral_policy::PolicyState::RolledBack;
+        assert!(books.save_policy_records([record("a", 5), rolled_back]));
+        assert_eq!(
+            saved(&mut books),
+            [(8, "a".to_owned(), 5), (9, "b".to_owned(), 0)]
+        );
+        // The same digest loaded again later is a record of its own.
+        let mut again = record("a", 0);
+        again.loaded_at += std::time::Duration::from_secs(1);
+        assert!(books.save_policy_records([record("a", 5), again]));
+        assert_eq!(saved(&mut books), [(10, "a".to_owned(), 0)]);
     }
 }

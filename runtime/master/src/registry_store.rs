@@ -355,23 +355,105 @@ fn swap_record(r: pb::PolicyRecord, running: &HashSet<String>) -> corral_policy:
     }
 }
 
-/// A policy load or swap happened: keep its record for later runs of the master.
+/// Policy records of this run changed (a load or swap, a rollback, the master stopping):
+/// keep them for later runs of the master. Records saved before and unchanged since are
+/// not written again.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct SavePolicyRecord {
-    pub record: corral_policy::SwapRecord,
+pub struct SavePolicyRecords {
+    pub records: Vec<corral_policy::SwapRecord>,
 }
 
-impl Handler<SavePolicyRecord> for RegistryActor {
+impl Handler<SavePolicyRecords> for RegistryActor {
     type Result = ();
 
-    fn handle(&mut self, msg: SavePolicyRecord, _: &mut Self::Context) {
-        self.next_history += 1;
-        self.ops.push(Op::History(
-            self.next_history,
-            crate::server::policy_record(&msg.record),
-        ));
+    fn handle(&mut self, msg: SavePolicyRecords, _: &mut Self::Context) {
+        if self.save_policy_records(msg.records) {
+            self.flush(None);
+        }
+    }
+}
+
+/// The allocator slot's active policy is not the one last saved (a new one was rolled
+/// back): a restart loads `digest` (whose component was saved when it was first active,
+/// unless it is the built-in DRF, which a restart falls back to).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AllocatorActive {
+    pub digest: String,
+    /// The slot's history, with the rollback.
+    pub records: Vec<corral_policy::SwapRecord>,
+}
+
+impl Handler<AllocatorActive> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AllocatorActive, _: &mut Self::Context) {
+        if self.allocator_digest.as_deref() != Some(msg.digest.as_str()) {
+            tracing::info!(digest = %msg.digest, "the allocator a restart loads is now the one rolled back to");
+            self.ops.push(Op::Meta(
+                ALLOCATOR_KEY.to_owned(),
+                msg.digest.clone().into_bytes(),
+            ));
+            self.allocator_digest = Some(msg.digest);
+        }
+        self.save_policy_records(msg.records);
         self.flush(None);
+    }
+}
+
+/// The master is stopping: save every policy record of this run, with its latest counts,
+/// and say when they are durable.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SaveAllPolicies {
+    /// The allocator slot's history (the registry holds the schedulers').
+    pub allocator: Vec<corral_policy::SwapRecord>,
+    pub durable: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Handler<SaveAllPolicies> for RegistryActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SaveAllPolicies, _: &mut Self::Context) {
+        let schedulers = self.scheduler_records();
+        self.save_policy_records(msg.allocator.into_iter().chain(schedulers));
+        self.flush(Some(After::Durable(msg.durable)));
+    }
+}
+
+impl RegistryActor {
+    /// Queues the records of `records` that are new or changed since they were last saved;
+    /// true if any was.
+    pub(crate) fn save_policy_records(
+        &mut self,
+        records: impl IntoIterator<Item = corral_policy::SwapRecord>,
+    ) -> bool {
+        let mut queued = false;
+        for r in records {
+            let key = (r.slot.clone(), r.digest.clone(), r.loaded_at);
+            let record = crate::server::policy_record(&r);
+            let seq = match self.saved_policies.get(&key) {
+                Some((_, saved)) if *saved == record => continue,
+                Some((seq, _)) => *seq,
+                None => {
+                    self.next_history += 1;
+                    self.next_history
+                }
+            };
+            self.ops.push(Op::History(seq, record.clone()));
+            self.saved_policies.insert(key, (seq, record));
+            queued = true;
+        }
+        queued
+    }
+
+    /// Every scheduler slot's history of this run (to save when the master stops).
+    pub(crate) fn scheduler_records(&self) -> Vec<corral_policy::SwapRecord> {
+        self.frameworks
+            .values()
+            .flat_map(|fw| fw.slot.history())
+            .collect()
     }
 }
 

@@ -25,7 +25,7 @@ use crate::registry_frameworks::{
     initial_view, AddFramework, CheckSubmit, FrameworkSlot, KillFramework, ListFrameworks,
     SchedulerHistories, SchedulerSwapped, UpdateFramework,
 };
-use crate::registry_store::{SaveAllocator, SavePolicyRecord};
+use crate::registry_store::{SaveAllocator, SavePolicyRecords};
 use crate::MasterConfig;
 
 /// The actors a connection's streams talk to.
@@ -698,19 +698,17 @@ async fn receive_swap(
             }
         }
     };
-    // Keep the attempt, whatever its outcome, in the saved history.
-    let latest = match &slot_for_history {
+    // Keep the attempt, whatever its outcome, in the saved history, and the policy it
+    // replaced with its final counts.
+    let records = match &slot_for_history {
         None => services
             .allocator
             .send(AllocatorHistory)
             .await
-            .ok()
-            .and_then(|h| h.last().cloned()),
-        Some(slot) => slot.history().last().cloned(),
+            .unwrap_or_default(),
+        Some(slot) => slot.history(),
     };
-    if let Some(record) = latest {
-        services.registry.do_send(SavePolicyRecord { record });
-    }
+    services.registry.do_send(SavePolicyRecords { records });
     let kind = match result {
         Ok(record) => {
             tracing::info!(slot = %record.slot, digest = %record.digest, "policy swapped");
@@ -823,9 +821,8 @@ async fn receive_submit(
     // The scheduler's load is kept in the history, taken or rejected; a workload refused
     // is the submission's mistake, not the scheduler's.
     if !matches!(loaded, Err(("invalid_framework", _))) {
-        if let Some(record) = slot.history().last().cloned() {
-            services.registry.do_send(SavePolicyRecord { record });
-        }
+        let records = slot.history();
+        services.registry.do_send(SavePolicyRecords { records });
     }
     let component = match loaded {
         Ok(bytes) => bytes,
