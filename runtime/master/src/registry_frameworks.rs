@@ -1203,21 +1203,24 @@ impl Handler<SchedulerSwapped> for RegistryActor {
     }
 }
 
-/// The policy swaps saved by earlier runs of the master, then every framework scheduler
-/// slot's history.
+/// Every policy record, as `corral policy list` and the HTTP API show them: slot by slot,
+/// the allocator first and then the others in the order of their first load, and each
+/// slot's records oldest first (those of earlier runs of the master included).
 #[derive(Message)]
 #[rtype(result = "Vec<SwapRecord>")]
-pub struct SchedulerHistories;
+pub struct PolicyHistories {
+    /// The allocator slot's history (the allocator actor holds it).
+    pub allocator: Vec<SwapRecord>,
+}
 
-impl Handler<SchedulerHistories> for RegistryActor {
-    type Result = MessageResult<SchedulerHistories>;
+impl Handler<PolicyHistories> for RegistryActor {
+    type Result = MessageResult<PolicyHistories>;
 
-    fn handle(&mut self, _: SchedulerHistories, _: &mut Self::Context) -> Self::Result {
-        let mut out = self.past_policies.clone();
-        // Oldest framework first. An ended framework's scheduler is retired.
-        let mut fws: Vec<&Framework> = self.frameworks.values().collect();
-        fws.sort_by_key(|f| f.submitted_at_ms);
-        for fw in fws {
+    fn handle(&mut self, msg: PolicyHistories, _: &mut Self::Context) -> Self::Result {
+        let mut out = msg.allocator;
+        out.extend(self.past_policies.iter().cloned());
+        // An ended framework's scheduler is retired.
+        for fw in self.frameworks.values() {
             out.extend(fw.slot.history().into_iter().map(|mut r| {
                 if !fw.is_active() && r.state == corral_policy::PolicyState::Active {
                     r.state = corral_policy::PolicyState::Retired;
@@ -1225,8 +1228,29 @@ impl Handler<SchedulerHistories> for RegistryActor {
                 r
             }));
         }
+        in_history_order(&mut out);
         MessageResult(out)
     }
+}
+
+/// Orders `records` as [`PolicyHistories`] says (a stable sort: records of one slot loaded
+/// at the same time keep their order).
+fn in_history_order(records: &mut [SwapRecord]) {
+    let mut first: HashMap<String, std::time::SystemTime> = HashMap::new();
+    for r in records.iter() {
+        first
+            .entry(r.slot.clone())
+            .and_modify(|t| *t = (*t).min(r.loaded_at))
+            .or_insert(r.loaded_at);
+    }
+    records.sort_by_cached_key(|r| {
+        (
+            r.slot != "allocator",
+            first.get(&r.slot).copied(),
+            r.slot.clone(),
+            r.loaded_at,
+        )
+    });
 }
 
 #[cfg(test)]
@@ -1820,5 +1844,36 @@ mod tests {
         again.loaded_at += std::time::Duration::from_secs(1);
         assert!(books.save_policy_records([record("a", 5), again]));
         assert_eq!(saved(&mut books), [(10, "a".to_owned(), 0)]);
+    }
+
+    #[test]
+    fn the_policy_history_is_slot_by_slot_and_oldest_first() {
+        let at = |secs: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        let record = |slot: &str, digest: &str, secs: u64| corral_policy::SwapRecord {
+            slot: slot.into(),
+            digest: digest.into(),
+            who: "test".into(),
+            loaded_at: at(secs),
+            state: corral_policy::PolicyState::Superseded,
+            calls: 0,
+            errors: 0,
+            last_error: None,
+            swap_time: std::time::Duration::ZERO,
+        };
+        // As a restarted master gathers them: this run's allocator, the earlier runs', then
+        // this run's schedulers.
+        let mut records = vec![
+            record("allocator", "a3", 30),
+            record("framework/web", "w1", 5),
+            record("allocator", "a1", 1),
+            record("framework/db", "d1", 2),
+            record("allocator", "a2", 10),
+            record("framework/db", "d2", 31),
+            record("framework/web", "w2", 32),
+            record("framework/web", "w3", 32),
+        ];
+        in_history_order(&mut records);
+        let order: Vec<&str> = records.iter().map(|r| r.digest.as_str()).collect();
+        assert_eq!(order, ["a1", "a2", "a3", "d1", "d2", "w1", "w2", "w3"]);
     }
 }

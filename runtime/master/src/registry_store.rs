@@ -456,16 +456,3 @@ impl RegistryActor {
             .collect()
     }
 }
-
-/// The policy swaps of earlier runs of the master, oldest first.
-#[derive(Message)]
-#[rtype(result = "Vec<corral_policy::SwapRecord>")]
-pub struct PastPolicies;
-
-impl Handler<PastPolicies> for RegistryActor {
-    type Result = MessageResult<PastPolicies>;
-
-    fn handle(&mut self, _: PastPolicies, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.past_policies.clone())
-    }
-}

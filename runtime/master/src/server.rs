@@ -23,7 +23,7 @@ use crate::registry_actor::{
 };
 use crate::registry_frameworks::{
     initial_view, AddFramework, CheckSubmit, FrameworkSlot, KillFramework, ListFrameworks,
-    SchedulerHistories, SchedulerSwapped, UpdateFramework,
+    PolicyHistories, SchedulerSwapped, UpdateFramework,
 };
 use crate::registry_store::{SaveAllocator, SavePolicyRecords};
 use crate::MasterConfig;
@@ -341,19 +341,18 @@ async fn handle_request(req: pb::Request, services: &Services) -> pb::Response {
             }),
             Err(_) => R::Error(unavailable()),
         },
-        Some(Kind::ListPolicies(_)) => match (
-            services.allocator.send(AllocatorHistory).await,
-            registry.send(SchedulerHistories).await,
-        ) {
-            (Ok(allocator), Ok(schedulers)) => R::Policies(pb::PolicyList {
-                records: allocator
-                    .iter()
-                    .chain(schedulers.iter())
-                    .map(policy_record)
-                    .collect(),
-            }),
-            _ => R::Error(unavailable()),
-        },
+        Some(Kind::ListPolicies(_)) => {
+            let records = match services.allocator.send(AllocatorHistory).await {
+                Ok(allocator) => registry.send(PolicyHistories { allocator }).await.ok(),
+                Err(_) => None,
+            };
+            match records {
+                Some(records) => R::Policies(pb::PolicyList {
+                    records: records.iter().map(policy_record).collect(),
+                }),
+                None => R::Error(unavailable()),
+            }
+        }
         Some(Kind::PolicySwap(_)) | Some(Kind::PolicyChunk(_)) | Some(Kind::FrameworkSubmit(_)) => {
             R::Error(pb::Error {
                 code: "unexpected".into(),

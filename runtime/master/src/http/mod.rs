@@ -30,7 +30,7 @@ use tracing::Instrument;
 
 use crate::allocator_actor::{AllocatorActor, AllocatorHistory};
 use crate::registry_actor::{ListAgents, ListTasks, RegistryActor};
-use crate::registry_frameworks::{ListFrameworks, SchedulerHistories};
+use crate::registry_frameworks::{ListFrameworks, PolicyHistories};
 
 /// The web UI: one file, no build step.
 const UI_HTML: &str = include_str!("ui.html");
@@ -262,9 +262,8 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Response<Full<Bytes>> {
     }
 }
 
-/// The allocator's history, then every framework scheduler's.
+/// Every policy record, in the order of [`PolicyHistories`].
 async fn policy_history(ctx: &Ctx) -> Option<Vec<corral_policy::SwapRecord>> {
-    let mut history = ctx.allocator.send(AllocatorHistory).await.ok()?;
-    history.extend(ctx.registry.send(SchedulerHistories).await.ok()?);
-    Some(history)
+    let allocator = ctx.allocator.send(AllocatorHistory).await.ok()?;
+    ctx.registry.send(PolicyHistories { allocator }).await.ok()
 }
