@@ -20,8 +20,10 @@ use super::{create, Inner};
 use crate::status::StatusSink;
 use crate::util::split_image;
 
-/// How long after a SIGKILL the engine did not take it is sent again.
-const SIGKILL_RETRY: Duration = Duration::from_secs(1);
+/// How long after a SIGKILL the engine did not take it is sent again: first, and at most
+/// (the wait doubles at each failure).
+const SIGKILL_RETRY_FIRST: Duration = Duration::from_secs(1);
+const SIGKILL_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Why the supervisor is stopping the container.
 #[derive(Debug, Clone)]
@@ -293,6 +295,8 @@ impl Supervisor {
         let mut ending: Option<Ending> = None;
         let mut kill_at: Option<Instant> = None;
         let mut kill_open = true;
+        // The wait before the latest SIGKILL sent again (none before a first failure).
+        let mut sigkill_retry: Option<Duration> = None;
 
         loop {
             tokio::select! {
@@ -327,11 +331,19 @@ impl Supervisor {
                     }
                 },
                 () = sleep_until(kill_at), if kill_at.is_some() => {
-                    tracing::info!(task_id = %self.task_id(), "grace period over; sending sigkill");
+                    if sigkill_retry.is_none() {
+                        tracing::info!(task_id = %self.task_id(), "grace period over; sending sigkill");
+                    } else {
+                        tracing::info!(task_id = %self.task_id(), "sending sigkill again");
+                    }
                     // Until the engine takes it: a task asked to die is not left running
-                    // because the engine failed once.
-                    kill_at = (!signal(&self.inner, &container_id, "SIGKILL").await)
-                        .then(|| Instant::now() + SIGKILL_RETRY);
+                    // because the engine failed once. Retries back off, to a limit.
+                    kill_at = None;
+                    if !signal(&self.inner, &container_id, "SIGKILL").await {
+                        let wait = sigkill_retry.map_or(SIGKILL_RETRY_FIRST, |w| (w * 2).min(SIGKILL_RETRY_MAX));
+                        sigkill_retry = Some(wait);
+                        kill_at = Some(Instant::now() + wait);
+                    }
                 }
             }
         }
@@ -485,7 +497,7 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// Sends `signal` to the container; false if the engine did not take it (the container
-/// not running any more counts as taken: that is what a kill wants).
+/// not running any more, or gone, counts as taken: that is what a kill wants).
 async fn signal(inner: &Inner, container_id: &str, signal: &str) -> bool {
     let options = KillContainerOptions {
         signal: signal.to_string(),
@@ -496,7 +508,7 @@ async fn signal(inner: &Inner, container_id: &str, signal: &str) -> bool {
         .await
     {
         Ok(()) => true,
-        Err(e) if status_code(&e) == Some(409) => true,
+        Err(e) if matches!(status_code(&e), Some(404 | 409)) => true,
         Err(e) => {
             tracing::warn!(container_id, signal, error = %e, "signalling container failed");
             false
