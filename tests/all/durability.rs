@@ -84,12 +84,12 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
          while true; do sleep 0.2; done",
     );
     // And this one, killed, ignores its SIGTERM: it still runs when its agent comes back,
-    // which kills it again (SIGKILL after its 5 s grace).
+    // and is killed again (SIGKILL after its 10 s grace).
     let stubborn = unique("stubborn");
     run_small(
         &master,
         &stubborn,
-        &["--kill-grace", "5s"],
+        &["--kill-grace", "10s"],
         "trap 'touch /tmp/termed' TERM; while true; do sleep 0.2; done",
     );
     wait_for("13 running tasks", Duration::from_secs(60), || {
@@ -212,7 +212,7 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
     // The task still running when its agent came back is killed again.
     wait_for(
         "the stubborn task killed by the restarted agent",
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         || task(&master, &stubborn).is_some_and(|t| t["exit_code"].as_i64().is_some()),
     );
     let t = task(&master, &stubborn).expect("stubborn");
