@@ -159,6 +159,13 @@ impl Master {
         self.start_again();
     }
 
+    /// Leaves `flag` and its value out of the arguments of the next restarts.
+    pub fn drop_arg(&mut self, flag: &str) {
+        if let Some(i) = self.args.iter().position(|a| a == flag) {
+            self.args.drain(i..(i + 2).min(self.args.len()));
+        }
+    }
+
     fn start_again(&mut self) {
         self.proc = Proc::spawn(&self.args, self.dir.0.join("master-restarted.log"));
         let addr = self.addr;

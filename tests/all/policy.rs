@@ -126,7 +126,8 @@ fn policies_rolled_back_stay_rolled_back_across_a_restart() {
     let mut master = Master::start(&["--allocation-interval", "1s"]);
     let builtin = active(&master);
     // No agent yet: the allocator's dry run sees none, so the trap fixture (which traps once
-    // there are agents) is taken; so is the bad scheduler, which errs only on offers.
+    // there are agents) is taken (last, just before the agent comes); so is the bad
+    // scheduler, which errs only on offers.
     let swap = |slot: &str, file: &str| {
         let out = master.cli(&["policy", "swap", slot, file]);
         assert!(
@@ -145,9 +146,6 @@ fn policies_rolled_back_stay_rolled_back_across_a_restart() {
         Duration::from_secs(10),
         || calls(&master, &builtin) >= 1,
     );
-    swap("allocator", corral_policy::fixtures::TRAP);
-    let trap = corral_policy::digest(&std::fs::read(corral_policy::fixtures::TRAP).expect("read"));
-    assert_eq!(active(&master), trap);
     let dir = TempDir::new("rollback");
     let name = unique("rb");
     let workload = dir.0.join("workload.toml");
@@ -172,9 +170,14 @@ fn policies_rolled_back_stay_rolled_back_across_a_restart() {
         &std::fs::read(corral_policy::fixtures::BAD_SCHEDULER).expect("read"),
     );
 
-    // An agent: the cycles trap, and after three in a row the DRF is back; its offers go
-    // to the bad scheduler, whose invalid answers roll it back to first-fit, which
-    // launches the task (each invalid answer declines the agent for 5 s).
+    swap("allocator", corral_policy::fixtures::TRAP);
+    let trap = corral_policy::digest(&std::fs::read(corral_policy::fixtures::TRAP).expect("read"));
+    assert_eq!(active(&master), trap);
+
+    // An agent, while the trap is still on probation: the cycles trap, and after three in
+    // a row the DRF is back; its offers go to the bad scheduler, whose invalid answers roll
+    // it back to first-fit, which launches the task (each invalid answer declines the
+    // agent for 5 s).
     let agent_dir = TempDir::new("rollback-agent");
     let _agent = master.agent(
         &agent_dir.0,
@@ -185,6 +188,14 @@ fn policies_rolled_back_stay_rolled_back_across_a_restart() {
             .as_array()
             .is_some_and(|t| t.iter().any(|t| t["state"] == "TASK_RUNNING"))
     };
+    wait_for("the agent", Duration::from_secs(10), || {
+        master.agents().len() == 1
+    });
+    let r = record(&master, "allocator", &trap);
+    assert!(
+        r["calls"].as_u64().is_some_and(|c| c < 10),
+        "the trap left its probation before the agent came, so cannot be rolled back: {r}"
+    );
     wait_for("first-fit to run the task", Duration::from_secs(60), || {
         running(&master)
     });
@@ -238,4 +249,16 @@ fn policies_rolled_back_stay_rolled_back_across_a_restart() {
         "{before} (it had answered {served} calls)"
     );
     assert!(running(&master), "the task still runs");
+}
+
+#[test]
+fn an_allocator_started_from_a_file_is_loaded_again_without_the_flag() {
+    let file = corral_policy::fixtures::DRF_C;
+    let mut master = Master::start(&["--allocator", file]);
+    let c = corral_policy::digest(&std::fs::read(file).expect("read"));
+    assert_eq!(active(&master), c);
+    master.drop_arg("--allocator");
+    master.restart_gracefully();
+    assert_eq!(active(&master), c, "the restart loads the allocator it had");
+    assert_eq!(record(&master, "allocator", &c)["who"], "restored");
 }

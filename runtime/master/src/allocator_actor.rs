@@ -24,9 +24,9 @@ pub struct AllocatorActor {
     /// A cycle was asked for while one ran: run another when it ends.
     again: bool,
     cycles: u64,
-    /// The active policy's digest as of the latest cycle: a failed cycle after which it
-    /// differs has rolled a new policy back, which the registry must keep for restarts.
-    active: Option<String>,
+    /// The slot's rollbacks as of the latest cycle: a failed cycle after which there are
+    /// more has rolled a new policy back, and the registry must keep the one restored.
+    rollbacks: u64,
 }
 
 impl AllocatorActor {
@@ -37,7 +37,7 @@ impl AllocatorActor {
         interval: Duration,
     ) -> Self {
         Self {
-            active: slot.active(),
+            rollbacks: slot.rollbacks().count,
             slot,
             registry,
             interval,
@@ -103,15 +103,17 @@ impl AllocatorActor {
                 }
                 None => {}
             }
-            let active = act.slot.active();
-            if active != act.active {
-                if let (Some(digest), Some((Err(_), _))) = (&active, &res) {
-                    act.registry.do_send(AllocatorActive {
-                        digest: digest.clone(),
-                        records: act.slot.history(),
-                    });
+            if let Some((Err(_), _)) = &res {
+                let rollbacks = act.slot.rollbacks();
+                if rollbacks.count != act.rollbacks {
+                    act.rollbacks = rollbacks.count;
+                    if let Some(digest) = rollbacks.restored {
+                        act.registry.do_send(AllocatorActive {
+                            digest,
+                            records: act.slot.history(),
+                        });
+                    }
                 }
-                act.active = active;
             }
         })
         .spawn(ctx);

@@ -176,6 +176,8 @@ pub struct Framework {
     /// The active scheduler's digest.
     pub digest: String,
     pub slot: Arc<SchedulerSlot>,
+    /// The slot's rollbacks already saved (see [`SchedulerSlot::rollbacks`]).
+    pub rollbacks_seen: u64,
     pub actor: Option<Addr<FrameworkActor>>,
 }
 
@@ -215,6 +217,7 @@ impl Framework {
             errors: 0,
             last_error: String::new(),
             digest: String::new(),
+            rollbacks_seen: slot.rollbacks().count,
             slot,
             actor: None,
         }

@@ -117,7 +117,8 @@ impl Master {
     ///
     /// # Errors
     /// [`MasterError`] when the configuration is invalid, the state folder cannot be
-    /// written or the address cannot be bound.
+    /// written, the address cannot be bound, the QUIC thread cannot start or the first
+    /// allocator does not load.
     pub fn start(config: MasterConfig) -> Result<Self, MasterError> {
         config.validate().map_err(MasterError::Config)?;
         let http = config.http.map(http::bind).transpose()?;
@@ -144,18 +145,39 @@ impl Master {
         })
         .map_err(|e| MasterError::Policy(e.to_string()))?;
         let slot = std::sync::Arc::new(corral_policy::AllocatorSlot::new(&host, "allocator"));
-        let saved_allocator = loaded
+        let saved_digest = loaded
             .meta
             .get(registry_store::ALLOCATOR_KEY)
-            .and_then(|d| std::str::from_utf8(d).ok())
-            .and_then(|d| loaded.components.get(d));
+            .and_then(|d| std::str::from_utf8(d).ok());
+        let saved_allocator = saved_digest.and_then(|d| loaded.components.get(d));
+        // An allocator from a file is saved as the one a restart loads (with or without
+        // `--allocator`), as a swap's is.
+        let mut from_file = None;
         let first = match (&config.allocator, saved_allocator) {
-            (Some(path), _) => slot.swap_file(path, "master start"),
+            (Some(path), _) => std::fs::read(path)
+                .map_err(|source| corral_policy::SwapError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })
+                .and_then(|bytes| {
+                    let record = slot.swap(&bytes, "master start");
+                    from_file = Some(bytes);
+                    record
+                }),
             (None, Some(bytes)) => slot.swap(bytes, "restored").or_else(|e| {
                 tracing::warn!(error = %e, "the saved allocator does not load; using the built-in DRF");
                 slot.swap(corral_policy::builtin::DRF, "built-in")
             }),
-            (None, None) => slot.swap(corral_policy::builtin::DRF, "built-in"),
+            (None, None) => {
+                // The built-in DRF's component is not saved: a digest saved without one is
+                // the built-in's, unless the registry lost it.
+                if saved_digest
+                    .is_some_and(|d| d != corral_policy::digest(corral_policy::builtin::DRF))
+                {
+                    tracing::warn!(digest = ?saved_digest, "the registry lacks the saved allocator's component; using the built-in DRF");
+                }
+                slot.swap(corral_policy::builtin::DRF, "built-in")
+            }
         };
         let first = first.map_err(|e| MasterError::Policy(e.to_string()))?;
         tracing::info!(digest = %first.digest, "allocator loaded");
@@ -173,6 +195,10 @@ impl Master {
                 &format!("framework/{name}"),
             ))
         });
+        if let Some(bytes) = from_file {
+            books.save_allocator(first.digest.clone(), bytes);
+            books.flush(None);
+        }
         if n_agents + n_tasks + n_frameworks > 0 {
             tracing::info!(
                 agents = n_agents,
@@ -233,12 +259,15 @@ impl Master {
             .registry
             .send(registry_store::SaveAllPolicies { allocator, durable })
             .await;
-        if asked.is_ok()
-            && tokio::time::timeout(std::time::Duration::from_secs(5), saved)
-                .await
-                .is_err()
-        {
-            tracing::warn!("the policy history was not saved within 5 s");
+        let done = match asked {
+            Ok(()) => matches!(
+                tokio::time::timeout(std::time::Duration::from_secs(5), saved).await,
+                Ok(Ok(()))
+            ),
+            Err(_) => false,
+        };
+        if !done {
+            tracing::warn!("the policy history was not saved (within 5 s) as the master stopped");
         }
         self.endpoint.close(0u32.into(), b"master shutting down");
     }

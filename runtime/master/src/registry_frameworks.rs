@@ -417,10 +417,14 @@ impl RegistryActor {
                         .insert(o.agent_id.clone(), now.saturating_add(ERROR_REFUSE_MS));
                 }
                 // A failing new scheduler may have been rolled back: a restart must load
-                // the one active now (its component was saved when it was first active).
-                if let Some(active) = fw.slot.active().filter(|d| *d != fw.digest) {
-                    tracing::info!(framework = %fw.id, digest = %active, "the scheduler a restart loads is now the one rolled back to");
-                    fw.digest = active;
+                // the one restored (its component was saved when it was first active).
+                let rollbacks = fw.slot.rollbacks();
+                if rollbacks.count != fw.rollbacks_seen {
+                    fw.rollbacks_seen = rollbacks.count;
+                    if let Some(restored) = rollbacks.restored {
+                        tracing::info!(framework = %fw.id, digest = %restored, "the scheduler a restart loads is now the one rolled back to");
+                        fw.digest = restored;
+                    }
                     let records = fw.slot.history();
                     self.save_framework(&msg.id);
                     self.save_policy_records(records);

@@ -315,13 +315,20 @@ impl Handler<SaveAllocator> for RegistryActor {
     type Result = ();
 
     fn handle(&mut self, msg: SaveAllocator, _: &mut Self::Context) {
-        self.save_component(&msg.digest, msg.bytes);
+        self.save_allocator(msg.digest, msg.bytes);
+        self.flush(None);
+    }
+}
+
+impl RegistryActor {
+    /// Queues `bytes` as the allocator a restart loads.
+    pub(crate) fn save_allocator(&mut self, digest: String, bytes: Vec<u8>) {
+        self.save_component(&digest, bytes);
         self.ops.push(Op::Meta(
             ALLOCATOR_KEY.to_owned(),
-            msg.digest.clone().into_bytes(),
+            digest.clone().into_bytes(),
         ));
-        self.allocator_digest = Some(msg.digest);
-        self.flush(None);
+        self.allocator_digest = Some(digest);
     }
 }
 
@@ -374,9 +381,9 @@ impl Handler<SavePolicyRecords> for RegistryActor {
     }
 }
 
-/// The allocator slot's active policy is not the one last saved (a new one was rolled
-/// back): a restart loads `digest` (whose component was saved when it was first active,
-/// unless it is the built-in DRF, which a restart falls back to).
+/// The allocator slot rolled a new policy back: a restart loads `digest`, the one restored
+/// (whose component was saved when it became active, unless it is the built-in DRF, which
+/// a restart falls back to).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct AllocatorActive {

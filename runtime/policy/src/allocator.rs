@@ -11,7 +11,7 @@ use crate::bindings::allocator::corral::policy::types as wit;
 use crate::bindings::allocator::AllocatorPre;
 use crate::error::{InvalidAnswer, PolicyError, SwapError};
 use crate::host::{HostInner, PolicyHost};
-use crate::slot::{Slot, SwapRecord, World};
+use crate::slot::{Rollbacks, Slot, SwapRecord, World};
 
 pub(crate) struct AllocatorWorld;
 
@@ -187,6 +187,11 @@ impl AllocatorSlot {
     /// The digest of the active policy.
     pub fn active(&self) -> Option<String> {
         self.slot.active().map(|l| l.digest.clone())
+    }
+
+    /// The slot's automatic rollbacks so far.
+    pub fn rollbacks(&self) -> Rollbacks {
+        self.slot.rollbacks()
     }
 }
 

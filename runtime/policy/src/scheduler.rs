@@ -19,7 +19,7 @@ pub use crate::bindings::allocator::corral::policy::types::{
 use crate::bindings::scheduler::SchedulerPre;
 use crate::error::{InvalidAnswer, PolicyError, SwapError};
 use crate::host::{HostInner, PolicyHost};
-use crate::slot::{Loaded, Slot, SwapRecord, World};
+use crate::slot::{Loaded, Rollbacks, Slot, SwapRecord, World};
 
 pub(crate) struct SchedulerWorld;
 
@@ -235,6 +235,11 @@ impl SchedulerSlot {
     /// The digest of the active policy.
     pub fn active(&self) -> Option<String> {
         self.slot.active().map(|l| l.digest.clone())
+    }
+
+    /// The slot's automatic rollbacks so far.
+    pub fn rollbacks(&self) -> Rollbacks {
+        self.slot.rollbacks()
     }
 }
 

@@ -102,6 +102,17 @@ struct State<W: World> {
     history: Vec<Entry>,
     /// The policy a new one replaced, kept while the new one is on probation.
     previous: Option<Arc<Loaded<W>>>,
+    /// How many rollbacks there were, and the digest the latest one restored.
+    rollbacks: Rollbacks,
+}
+
+/// A slot's rollbacks so far: how many, and the digest the latest one made active again.
+/// An embedder that keeps the active policy for restarts compares `count` with the one it
+/// saw last: a rollback changes the active policy without a swap.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rollbacks {
+    pub count: u64,
+    pub restored: Option<String>,
 }
 
 pub(crate) struct Slot<W: World> {
@@ -131,6 +142,7 @@ impl<W: World> Slot<W> {
             state: Mutex::new(State {
                 history: Vec::new(),
                 previous: None,
+                rollbacks: Rollbacks::default(),
             }),
             swap_lock: Mutex::new(()),
         }
@@ -248,6 +260,11 @@ impl<W: World> Slot<W> {
             .collect()
     }
 
+    /// The slot's rollbacks so far.
+    pub(crate) fn rollbacks(&self) -> Rollbacks {
+        lock(&self.state).rollbacks.clone()
+    }
+
     /// Runs one call on `loaded` in a fresh store; classifies failures. Does not count.
     pub(crate) fn run<R>(
         &self,
@@ -349,6 +366,8 @@ impl<W: World> Slot<W> {
         if let Some(e) = state.history.get_mut(previous.entry) {
             e.state = PolicyState::Active;
         }
+        state.rollbacks.count += 1;
+        state.rollbacks.restored = Some(previous.digest.clone());
         tracing::warn!(slot = %self.name, policy = %short(&loaded.digest), restored = %short(&previous.digest), "policy rolled back");
     }
 }

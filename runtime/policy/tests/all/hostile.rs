@@ -141,6 +141,7 @@ fn hostile_policies_that_pass_a_dry_run_are_rolled_back() {
             .swap(&bytes, "mallory")
             .expect("passes its dry run on an empty view")
             .digest;
+        assert_eq!(slot.rollbacks().count, 0, "a swap is not a rollback");
         assert_eq!(slot.active().as_deref(), Some(hostile.as_str()));
         let view = busy_view();
         for _ in 0..rollback_after {
@@ -155,6 +156,13 @@ fn hostile_policies_that_pass_a_dry_run_are_rolled_back() {
         }
         let recorded = assert_contained(&slot, &good, &hostile, PolicyState::RolledBack);
         assert!(recorded.contains("rolled back"), "{recorded}");
+        assert_eq!(
+            slot.rollbacks(),
+            corral_policy::Rollbacks {
+                count: 1,
+                restored: Some(good.clone()),
+            }
+        );
         let record = slot
             .history()
             .into_iter()
