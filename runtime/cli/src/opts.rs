@@ -162,8 +162,9 @@ pub struct MasterOpts {
     /// Time between allocation cycles.
     #[arg(long, default_value = "250ms", value_parser = parse_duration)]
     pub allocation_interval: Duration,
-    /// The allocator component to start with (default: the built-in weighted DRF, or the
-    /// allocator swapped in before a restart).
+    /// The allocator component to start with (default: the allocator active when the
+    /// master last stopped, or the built-in weighted DRF). It is kept like a swapped one:
+    /// a restart without this flag loads it again.
     #[arg(long)]
     pub allocator: Option<PathBuf>,
     /// How long one call of a framework's scheduler may run (raise it for frameworks with
