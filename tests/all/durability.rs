@@ -378,6 +378,19 @@ fn only_the_newest_ended_frameworks_are_kept_across_a_restart() {
             .contains("ended framework forgotten"),
         "the restarted master had frameworks to forget again"
     );
+    // And so did the policy history: the scheduler slots of the newest two only.
+    let mut slots: Vec<String> = master
+        .cli_list(&["policy", "list", "--json"])
+        .iter()
+        .filter_map(|r| {
+            r["slot"]
+                .as_str()
+                .and_then(|s| s.strip_prefix("framework/"))
+        })
+        .map(str::to_owned)
+        .collect();
+    slots.dedup();
+    assert_eq!(slots, newest);
 }
 
 #[test]

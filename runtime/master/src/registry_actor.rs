@@ -74,7 +74,7 @@ pub struct RegistryActor {
     /// The allocator, told when new offers could be made at once.
     pub(crate) allocator: Option<Addr<crate::allocator_actor::AllocatorActor>>,
     /// Policy swaps saved by earlier runs of the master, oldest first.
-    pub(crate) past_policies: Vec<corral_policy::SwapRecord>,
+    pub(crate) past_policies: Vec<(u64, corral_policy::SwapRecord)>,
     pub(crate) next_history: u64,
     /// This run's policy records as last saved, by slot, digest and load time, with the
     /// number each is saved under: a record whose state or counts changed since replaces

@@ -754,7 +754,8 @@ impl RegistryActor {
     }
 
     /// Forgets the frameworks that ended longest ago, beyond the newest
-    /// `max_completed_frameworks`, with their tasks, in memory and in the registry's file:
+    /// `max_completed_frameworks`, with their tasks and their schedulers' policy records,
+    /// in memory and in the registry's file:
     /// a cluster that runs jobs for months would otherwise keep every one it ever ran (and
     /// list them all). A framework whose tasks are still being killed is kept until they
     /// have ended. Tasks run without a framework: see [`RegistryActor::forget_old_tasks`].
@@ -793,6 +794,7 @@ impl RegistryActor {
                 continue;
             };
             components.extend(scheduler_digests(&fw).filter(|d| !d.is_empty()));
+            self.forget_policy_records(&fw);
             for task in fw.tasks {
                 self.forget_task(task.id);
             }
@@ -806,6 +808,38 @@ impl RegistryActor {
         if forgotten > 0 {
             self.flush(None);
         }
+    }
+
+    /// Forgets the saved policy records of `fw`'s scheduler slot (it has been forgotten):
+    /// this run's, and those of earlier runs, which name its slot and were loaded before
+    /// it ended, and after the end of any kept framework of the same name that ended
+    /// before it (a name is free again once its framework has ended).
+    fn forget_policy_records(&mut self, fw: &Framework) {
+        for r in fw.slot.history() {
+            if let Some((seq, _)) = self.saved_policies.remove(&(r.slot, r.digest, r.loaded_at)) {
+                self.ops.push(Op::ForgetHistory(seq));
+            }
+        }
+        let slot = format!("framework/{}", fw.name);
+        let after = self
+            .frameworks
+            .values()
+            .filter(|f| f.name == fw.name && !f.is_active() && f.ended_at_ms < fw.ended_at_ms)
+            .map(|f| f.ended_at_ms)
+            .max()
+            .unwrap_or(0);
+        let ops = &mut self.ops;
+        self.past_policies.retain(|(seq, r)| {
+            let at = r
+                .loaded_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let its = r.slot == slot && at > after && at <= fw.ended_at_ms;
+            if its {
+                ops.push(Op::ForgetHistory(*seq));
+            }
+            !its
+        });
     }
 
     /// Of `digests` (the scheduler components of forgotten frameworks), those no kept
@@ -1222,7 +1256,7 @@ impl Handler<PolicyHistories> for RegistryActor {
 
     fn handle(&mut self, msg: PolicyHistories, _: &mut Self::Context) -> Self::Result {
         let mut out = msg.allocator;
-        out.extend(self.past_policies.iter().cloned());
+        out.extend(self.past_policies.iter().map(|(_, r)| r.clone()));
         // An ended framework's scheduler is retired.
         for fw in self.frameworks.values() {
             out.extend(fw.slot.history().into_iter().map(|mut r| {
@@ -1570,7 +1604,7 @@ mod tests {
         let past: Vec<(&str, String)> = books
             .past_policies
             .iter()
-            .map(|r| (r.slot.as_str(), r.state.to_string()))
+            .map(|(_, r)| (r.slot.as_str(), r.state.to_string()))
             .collect();
         assert_eq!(
             past,
@@ -1879,5 +1913,74 @@ mod tests {
         in_history_order(&mut records);
         let order: Vec<&str> = records.iter().map(|r| r.digest.as_str()).collect();
         assert_eq!(order, ["a1", "a2", "a3", "d1", "d2", "w1", "w2", "w3"]);
+    }
+
+    #[test]
+    fn a_forgotten_framework_takes_its_policy_records_with_it() {
+        let dir = std::env::temp_dir().join(format!("corral-history-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (store, _) = crate::store::Store::open(&dir).expect("store");
+        let config = crate::MasterConfig {
+            max_completed_frameworks: 2,
+            ..Default::default()
+        };
+        let (mut books, slot) = books(config, Some(store));
+        // Two frameworks named `x`, one after the other, and one named `keep`.
+        ended(&mut books, &slot, "x1", 10_000, pb::TaskState::TaskFinished);
+        ended(&mut books, &slot, "x2", 30_000, pb::TaskState::TaskFinished);
+        ended(
+            &mut books,
+            &slot,
+            "keep",
+            40_000,
+            pb::TaskState::TaskFinished,
+        );
+        for id in ["x1", "x2"] {
+            if let Some(fw) = books.frameworks.get_mut(id) {
+                fw.name = "x".into();
+            }
+        }
+        // Saved by earlier runs: a record of each framework, and the allocator's.
+        let at = |ms: u64| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+        let record = |slot: &str, ms: u64| corral_policy::SwapRecord {
+            slot: slot.into(),
+            digest: format!("d{ms}"),
+            who: "test".into(),
+            loaded_at: at(ms),
+            state: corral_policy::PolicyState::Superseded,
+            calls: 0,
+            errors: 0,
+            last_error: None,
+            swap_time: std::time::Duration::ZERO,
+        };
+        books.past_policies = vec![
+            (1, record("allocator", 1_000)),
+            (2, record("framework/x", 5_000)),
+            (3, record("framework/x", 20_000)),
+            (4, record("framework/keep", 35_000)),
+        ];
+        for (seq, r) in &books.past_policies {
+            books
+                .ops
+                .push(Op::History(*seq, crate::server::policy_record(r)));
+        }
+        // And this run's record of the slot (shared by the test frameworks).
+        assert!(slot.swap(b"not wasm", "test").is_err());
+        books.next_history = 4;
+        assert!(books.save_policy_records(slot.history()));
+        books.flush(None);
+
+        books.forget_old_frameworks();
+        assert!(!books.frameworks.contains_key("x1"));
+        // x1's records go: of an earlier run (not x2's, loaded after x1 ended) and this run's.
+        let kept: Vec<u64> = books.past_policies.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(kept, [1, 3, 4]);
+        assert!(books.saved_policies.is_empty());
+        drop(books);
+        let (_store, loaded) = crate::store::Store::open(&dir).expect("reopen");
+        let saved: Vec<u64> = loaded.history.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(saved, [1, 3, 4]);
+        drop(_store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

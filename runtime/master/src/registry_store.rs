@@ -168,7 +168,7 @@ impl RegistryActor {
             .collect();
         for (seq, r) in loaded.history {
             self.next_history = self.next_history.max(seq);
-            self.past_policies.push(swap_record(r, &running));
+            self.past_policies.push((seq, swap_record(r, &running)));
         }
         for (role, weight) in loaded.roles {
             self.roles.insert(role, weight);

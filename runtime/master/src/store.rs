@@ -59,6 +59,8 @@ pub enum Op {
     ForgetFramework(String),
     /// Forget a policy component, by digest.
     ForgetComponent(String),
+    /// Forget a policy record, by its number.
+    ForgetHistory(u64),
 }
 
 /// Something to do once a batch is durable.
@@ -372,6 +374,9 @@ fn commit(db: &Database, batches: &[Batch]) -> Result<(), redb::Error> {
                 }
                 Op::ForgetComponent(digest) => {
                     components.remove(digest.as_str())?;
+                }
+                Op::ForgetHistory(seq) => {
+                    history.remove(*seq)?;
                 }
             }
         }
