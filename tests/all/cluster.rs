@@ -100,7 +100,11 @@ fn bad_configuration_exits_64_with_a_clear_message() {
     let missing = dir.0.join("missing.toml").display().to_string();
     let http_taken = format!("cannot serve HTTP on {taken}");
     let udp_taken = format!("cannot listen on {udp}");
-    let cases: [(&[&str], &str); 8] = [
+    // A master, whose state folder another one then asks for.
+    let running = crate::harness::Master::start(&[]);
+    let held = running.dir.0.join("state").display().to_string();
+    let other = crate::harness::free_udp_addr().to_string();
+    let cases: [(&[&str], &str); 11] = [
         (
             &[
                 "master",
@@ -129,7 +133,21 @@ fn bad_configuration_exits_64_with_a_clear_message() {
             ],
             &udp_taken,
         ),
+        (
+            &[
+                "master", "--listen", &other, "--state", &held, "--http", "off",
+            ],
+            "is in use by another master",
+        ),
+        (
+            &["agent", "--ports", "32000-31000"],
+            "runs backwards: write it LOW-HIGH",
+        ),
         // Arguments a client gets wrong, said before it connects.
+        (
+            &["agents", "--master", "127.0.0.1"],
+            "expected IP:PORT or HOST:PORT",
+        ),
         (
             &["task", "run", "--image", "x", "--mem", "-5", "--", "true"],
             "\"-5\" is not a whole number of MB",

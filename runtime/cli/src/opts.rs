@@ -142,7 +142,7 @@ fn default_master_state() -> PathBuf {
 #[derive(Debug, Args)]
 pub struct MasterOpts {
     /// UDP address to serve QUIC on.
-    #[arg(long, default_value = "127.0.0.1:5050")]
+    #[arg(long, default_value = DEFAULT_MASTER)]
     pub listen: SocketAddr,
     /// State folder (cluster CA, certificates, registry). Default: ~/.corral/master.
     #[arg(long)]
@@ -187,8 +187,8 @@ pub struct MasterOpts {
 
 #[derive(Debug, Args)]
 pub struct AgentOpts {
-    /// The master's QUIC address.
-    #[arg(long, default_value = "127.0.0.1:5050")]
+    /// The master's QUIC address: IP:PORT, or HOST:PORT (resolved once, at start).
+    #[arg(long, default_value = DEFAULT_MASTER, value_parser = parse_master_addr)]
     pub master: SocketAddr,
     /// The cluster CA to trust. Default: the local master's ~/.corral/master/ca.pem.
     #[arg(long)]
@@ -256,7 +256,7 @@ pub struct UpOpts {
     #[arg(long)]
     pub state: Option<PathBuf>,
     /// UDP address for the master.
-    #[arg(long, default_value = "127.0.0.1:5050")]
+    #[arg(long, default_value = DEFAULT_MASTER)]
     pub listen: SocketAddr,
     /// TCP address for the master's HTTP API and web UI, or `off`.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5051", value_parser = parse_http)]
@@ -275,8 +275,13 @@ pub struct UpOpts {
 /// How a client command reaches the master.
 #[derive(Debug, Clone, Args)]
 pub struct ClientOpts {
-    /// The master's QUIC address.
-    #[arg(long, env = "CORRAL_MASTER", default_value = "127.0.0.1:5050")]
+    /// The master's QUIC address: IP:PORT, or HOST:PORT.
+    #[arg(
+        long,
+        env = "CORRAL_MASTER",
+        default_value = DEFAULT_MASTER,
+        value_parser = parse_master_addr
+    )]
     pub master: SocketAddr,
     /// The cluster CA to trust. Default: ~/.corral/master/ca.pem.
     #[arg(long, env = "CORRAL_CA")]
@@ -291,6 +296,29 @@ impl ClientOpts {
         self.ca
             .clone()
             .unwrap_or_else(|| default_master_state().join(corral_transport::pki::CA_FILE))
+    }
+}
+
+/// The master's QUIC address when none is given.
+pub const DEFAULT_MASTER: &str = "127.0.0.1:5050";
+
+/// Parses a master's address: `IP:PORT`, or `HOST:PORT` resolved now (its first address).
+pub fn parse_master_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let expected = "expected IP:PORT or HOST:PORT, like 10.0.0.1:5050 or master.example:5050";
+    if text.rsplit_once(':').is_none_or(|(host, port)| {
+        host.is_empty() || port.is_empty() || port.parse::<u16>().is_err()
+    }) {
+        return Err(format!("{text:?}: {expected}"));
+    }
+    use std::net::ToSocketAddrs;
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{text:?}: the name has no address")),
+        Err(e) => Err(format!("{text:?}: cannot resolve the name: {e}")),
     }
 }
 
@@ -330,8 +358,11 @@ fn parse_port_range(text: &str) -> Result<(u32, u32), String> {
         .trim()
         .parse()
         .map_err(|_| format!("{e:?} is not a port"))?;
-    if b == 0 || b > e {
-        return Err(format!("{text:?}: the range must run from 1 up"));
+    if b == 0 {
+        return Err(format!("{text:?}: port 0 cannot be given to a container"));
+    }
+    if b > e {
+        return Err(format!("{text:?} runs backwards: write it LOW-HIGH"));
     }
     Ok((b.into(), e.into()))
 }
@@ -423,8 +454,8 @@ fn agent_config(o: &AgentOpts) -> corral_agent::AgentConfig {
     }
 }
 
-/// A port already in use is bad configuration (exit status 64), as the message says
-/// (`choose another with --http`).
+/// A port already in use, or a state folder another master holds, is bad configuration
+/// (exit status 64), as the message says (`choose another with --http`).
 fn master_error(e: corral_master::MasterError) -> anyhow::Error {
     match e {
         corral_master::MasterError::Http(h) => usage(format!("{h}: {}", h.source)),
@@ -434,6 +465,9 @@ fn master_error(e: corral_master::MasterError) -> anyhow::Error {
         }) => usage(format!(
             "cannot listen on {addr} (is another master there? choose another with --listen): {source}"
         )),
+        corral_master::MasterError::Store(e @ corral_master::store::StoreError::InUse { .. }) => {
+            usage(e.to_string())
+        }
         e => e.into(),
     }
 }
@@ -546,6 +580,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         }
                         r = ctrl_c() => { r?; m.shutdown().await; return Ok(()); }
                     }
+                }
+                // The commands find a master on the default address with its CA in
+                // ~/.corral; anything else they are told.
+                let mut env = Vec::new();
+                if o.listen.to_string() != DEFAULT_MASTER {
+                    env.push(format!("CORRAL_MASTER={}", o.listen));
+                }
+                if o.state.is_some() {
+                    let ca = master.state_dir.join(corral_transport::pki::CA_FILE);
+                    env.push(format!("CORRAL_CA={}", ca.display()));
+                }
+                if !env.is_empty() {
+                    println!("in another shell: export {}", env.join(" "));
                 }
                 println!("try: corral agents, corral framework list, corral task list");
                 println!("press Ctrl-C to stop");
@@ -677,4 +724,23 @@ async fn run_hello(
     );
     println!("see its output: corral task list --framework hello, then corral task logs ID");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_master_address_is_an_ip_or_a_name_with_a_port() {
+        assert_eq!(
+            parse_master_addr("10.0.0.1:5050"),
+            Ok("10.0.0.1:5050".parse().expect("addr"))
+        );
+        let local = parse_master_addr("localhost:5050").expect("localhost resolves");
+        assert!(local.ip().is_loopback() && local.port() == 5050, "{local}");
+        for bad in ["10.0.0.1", "localhost", ":5050", "localhost:", "host:99999"] {
+            let e = parse_master_addr(bad).expect_err(bad);
+            assert!(e.contains("expected IP:PORT or HOST:PORT"), "{bad}: {e}");
+        }
+    }
 }

@@ -899,6 +899,9 @@ impl Handler<UndrainAgent> for RegistryActor {
     type Result = Result<(), Refused>;
 
     fn handle(&mut self, msg: UndrainAgent, _: &mut Self::Context) -> Self::Result {
+        if self.agents.get(&msg.agent_id).is_none() {
+            return Err(refused("not_found", format!("no agent {}", msg.agent_id)));
+        }
         if self.draining.remove(&msg.agent_id).is_none() {
             return Err(refused(
                 "not_draining",

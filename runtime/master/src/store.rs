@@ -37,6 +37,8 @@ pub enum StoreError {
     Open { path: PathBuf, message: String },
     #[error("the registry {path} is damaged: {message}")]
     Corrupt { path: PathBuf, message: String },
+    #[error("the state folder {dir} is in use by another master (its registry is locked); stop that master or choose another --state")]
+    InUse { dir: PathBuf },
 }
 
 /// One record to write.
@@ -144,7 +146,12 @@ impl Store {
     pub fn open(dir: &Path) -> Result<(Store, Loaded), StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| open_err(dir, e))?;
         let path = dir.join(FILE);
-        let db = Database::create(&path).map_err(|e| open_err(&path, e))?;
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+                dir: dir.to_owned(),
+            },
+            e => open_err(&path, e),
+        })?;
         // Make every table exist, so reads never meet a missing one.
         let txn = db.begin_write().map_err(|e| open_err(&path, e))?;
         {

@@ -17,6 +17,8 @@ pub(crate) struct AllocatorWorld;
 
 impl World for AllocatorWorld {
     const NAME: &'static str = "allocator";
+    const EXPORTS: &'static str =
+        "an allocator exports `allocate`; a scheduler goes in a framework's slot, framework/NAME";
     type Pre = AllocatorPre<crate::host::StoreState>;
 
     fn pre(host: &HostInner, component: &Component) -> wasmtime::Result<Self::Pre> {

@@ -67,6 +67,11 @@ pub enum InvalidAnswer {
     CompleteAndFail,
 }
 
+/// The first 12 hex digits of a digest, as `corral policy list` shows it.
+fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
+}
+
 /// A swap that did not happen; the slot's active policy is unchanged.
 #[derive(Debug, thiserror::Error)]
 pub enum SwapError {
@@ -76,15 +81,15 @@ pub enum SwapError {
         #[source]
         source: std::io::Error,
     },
-    #[error("policy {digest} is not a valid component: {message}")]
+    #[error("policy {} is not a valid component: {message}", short(.digest))]
     Compile { digest: String, message: String },
-    #[error("policy {digest} does not fit the {world} world or imports what the host does not provide: {message}")]
+    #[error("policy {} does not fit the {world} world or imports what the host does not provide: {message}", short(.digest))]
     World {
         digest: String,
         world: &'static str,
         message: String,
     },
-    #[error("policy {digest} failed its dry run on the current view: {source}")]
+    #[error("policy {} failed its dry run on the current view: {source}", short(.digest))]
     DryRun {
         digest: String,
         #[source]

@@ -25,6 +25,8 @@ pub(crate) struct SchedulerWorld;
 
 impl World for SchedulerWorld {
     const NAME: &'static str = "scheduler";
+    const EXPORTS: &'static str =
+        "a scheduler exports `schedule` and `status`; an allocator goes in the `allocator` slot";
     type Pre = SchedulerPre<crate::host::StoreState>;
 
     fn pre(host: &HostInner, component: &Component) -> wasmtime::Result<Self::Pre> {

@@ -65,6 +65,9 @@ pub struct SwapRecord {
 /// The world-specific part of a slot.
 pub(crate) trait World: Send + Sync + 'static {
     const NAME: &'static str;
+    /// What a component of this world exports, and where one of the other world goes: said
+    /// when a component lacks this world's exports.
+    const EXPORTS: &'static str;
     type Pre: Send + Sync + 'static;
     fn pre(host: &HostInner, component: &Component) -> wasmtime::Result<Self::Pre>;
     fn budget(host: &HostInner) -> Duration;
@@ -189,10 +192,16 @@ impl<W: World> Slot<W> {
                 let needs_wasi = imports_wasi(&host.engine, &component);
                 W::pre(host, &component)
                     .map(|pre| (pre, needs_wasi))
-                    .map_err(|e| SwapError::World {
-                        digest: digest.clone(),
-                        world: W::NAME,
-                        message: format!("{e:#}"),
+                    .map_err(|e| {
+                        let mut message = format!("{e:#}");
+                        if message.contains("no export") {
+                            message = format!("{message} ({})", W::EXPORTS);
+                        }
+                        SwapError::World {
+                            digest: digest.clone(),
+                            world: W::NAME,
+                            message,
+                        }
                     })
             })
             .and_then(|(pre, needs_wasi)| {
