@@ -228,3 +228,56 @@ fn status_updates_reach_a_master_that_was_down_when_the_task_ended() {
     );
     drop(agent);
 }
+
+#[test]
+fn a_kill_while_the_agent_is_away_is_taken_and_waits_for_it() {
+    let master = Master::start(&["--agent-timeout", "60s"]);
+    let agent_dir = TempDir::new("away-agent");
+    let agent = master.agent(
+        &agent_dir.0,
+        &["--containerizer", "simulated", "--sim-run-time", "600s"],
+    );
+    wait_for("the agent", Duration::from_secs(10), || {
+        master.agents().len() == 1
+    });
+    let id = unique("away");
+    let out = run(&master, &["--id", &id, "--", "sleep", "600"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for("the task to run", Duration::from_secs(10), || {
+        task(&master, &id).is_some_and(|t| t["state"] == "TASK_RUNNING")
+    });
+    // The agent stops (as an operator stops it); the master keeps its tasks until the
+    // agent timeout, and a kill asked meanwhile is taken (exit status 0), the answer
+    // saying that it waits for the agent.
+    let pid = agent.child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+    // The stopped agent said so: the master knows well before QUIC's 10 s idle timeout.
+    let mut said = String::new();
+    let took = wait_for(
+        "a kill answered as waiting for the agent",
+        Duration::from_secs(5),
+        || {
+            let out = master.cli(&["task", "kill", &id]);
+            assert!(out.status.success(), "{}", stderr(&out));
+            said = stdout(&out);
+            said.contains("is not connected: the kill is sent when it comes back")
+        },
+    );
+    eprintln!("the master saw the agent gone after {took:?}: {said}");
+    let t = task(&master, &id).expect("the task");
+    assert_eq!(t["kill_requested"], true, "{t}");
+    // Back, the agent reports the task (a simulated task does not outlive its agent: lost),
+    // and the kill is done with.
+    let _agent = master.agent(
+        &agent_dir.0,
+        &["--containerizer", "simulated", "--sim-run-time", "600s"],
+    );
+    wait_for("the task to end", Duration::from_secs(20), || {
+        task(&master, &id).is_some_and(|t| t["kill_requested"] == false)
+    });
+    let t = task(&master, &id).expect("the task");
+    assert_eq!(t["state"], "TASK_LOST", "{t}");
+}

@@ -51,6 +51,7 @@ pub enum AgentError {
 pub struct Agent {
     /// The actor that owns the agent's state.
     pub actor: Addr<agent_actor::AgentActor>,
+    endpoint: quinn::Endpoint,
 }
 
 impl Agent {
@@ -95,8 +96,17 @@ impl Agent {
         if let Some(listener) = http {
             http::serve(listener, actor.clone());
         }
-        actix::spawn(link::run(endpoint, actor.clone(), config));
-        Ok(Self { actor })
+        actix::spawn(link::run(endpoint.clone(), actor.clone(), config));
+        Ok(Self { actor, endpoint })
+    }
+
+    /// Closes the connection to the master, saying so, and waits (a second at most) for
+    /// the master to hear it: the master then knows at once that the agent is gone, and
+    /// keeps its tasks until the agent timeout, for it to come back.
+    pub async fn shutdown(&self) {
+        self.endpoint.close(0u32.into(), b"agent stopping");
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.endpoint.wait_idle())
+            .await;
     }
 }
 

@@ -516,10 +516,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let config = agent_config(&o);
             config.validate().map_err(usage)?;
             actix::System::new().block_on(async move {
-                let _agent = corral_agent::Agent::start(config)
+                let agent = corral_agent::Agent::start(config)
                     .await
                     .map_err(agent_error("--http"))?;
-                ctrl_c().await
+                ctrl_c().await?;
+                tracing::info!("stopping: closing the connection to the master");
+                agent.shutdown().await;
+                Ok(())
             })
         }
         Command::Up(o) => {
@@ -554,7 +557,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 };
                 let config = agent_config(&agent_opts);
                 config.validate().map_err(usage)?;
-                let _agent = corral_agent::Agent::start(config)
+                let agent = corral_agent::Agent::start(config)
                     .await
                     .map_err(agent_error("--agent-http"))?;
                 println!(
@@ -578,7 +581,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                                 println!("the hello example did not run: {e:#}");
                             }
                         }
-                        r = ctrl_c() => { r?; m.shutdown().await; return Ok(()); }
+                        r = ctrl_c() => {
+                            r?;
+                            agent.shutdown().await;
+                            m.shutdown().await;
+                            return Ok(());
+                        }
                     }
                 }
                 // The commands find a master on the default address with its CA in
@@ -597,6 +605,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("try: corral agents, corral framework list, corral task list");
                 println!("press Ctrl-C to stop");
                 ctrl_c().await?;
+                agent.shutdown().await;
                 m.shutdown().await;
                 Ok(())
             })

@@ -433,8 +433,12 @@ pub fn run(cmd: TaskCmd) -> anyhow::Result<()> {
                     task_id: task.clone(),
                 }),
             )? {
-                R::Ok(_) => {
+                R::Ok(ok) if ok.note.is_empty() => {
                     println!("kill sent to task {task}");
+                    Ok(())
+                }
+                R::Ok(ok) => {
+                    println!("kill of task {task} asked; {}", ok.note);
                     Ok(())
                 }
                 other => bail!("unexpected answer from the master: {other:?}"),

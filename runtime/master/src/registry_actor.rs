@@ -725,16 +725,17 @@ impl Handler<ListTasks> for RegistryActor {
     }
 }
 
-/// Asks a task's agent to kill it.
+/// Asks a task's agent to kill it. The kill is kept until the task ends; the answer notes
+/// when its agent is away (the kill is sent when it comes back).
 #[derive(Message)]
-#[rtype(result = "Result<(), Refused>")]
+#[rtype(result = "Result<Option<String>, Refused>")]
 pub struct KillTask {
     /// The task.
     pub task_id: String,
 }
 
 impl Handler<KillTask> for RegistryActor {
-    type Result = Result<(), Refused>;
+    type Result = Result<Option<String>, Refused>;
 
     fn handle(&mut self, msg: KillTask, _: &mut Self::Context) -> Self::Result {
         let task = self
@@ -754,14 +755,9 @@ impl Handler<KillTask> for RegistryActor {
         let agent_id = task.agent_id.clone();
         let sent = self.send_kill(&msg.task_id);
         self.flush(None);
-        if sent {
-            Ok(())
-        } else {
-            Err(refused(
-                "agent_unavailable",
-                format!("agent {agent_id} is not connected: the kill is sent when it comes back"),
-            ))
-        }
+        Ok((!sent).then(|| {
+            format!("agent {agent_id} is not connected: the kill is sent when it comes back")
+        }))
     }
 }
 

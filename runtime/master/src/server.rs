@@ -334,7 +334,9 @@ async fn handle_request(req: pb::Request, services: &Services) -> pb::Response {
             Err(_) => R::Error(unavailable()),
         },
         Some(Kind::KillTask(k)) => match registry.send(KillTask { task_id: k.task_id }).await {
-            Ok(Ok(())) => R::Ok(pb::Ok {}),
+            Ok(Ok(note)) => R::Ok(pb::Ok {
+                note: note.unwrap_or_default(),
+            }),
             Ok(Err(e)) => R::Error(pb::Error {
                 code: e.code.into(),
                 message: e.message,
@@ -387,7 +389,7 @@ async fn handle_request(req: pb::Request, services: &Services) -> pb::Response {
                     deadline_ms: d.deadline_ms,
                 })
                 .await,
-            |()| R::Ok(pb::Ok {}),
+            |()| R::Ok(pb::Ok::default()),
         ),
         Some(Kind::AgentUndrain(d)) => refusable(
             registry
@@ -395,7 +397,7 @@ async fn handle_request(req: pb::Request, services: &Services) -> pb::Response {
                     agent_id: d.agent_id,
                 })
                 .await,
-            |()| R::Ok(pb::Ok {}),
+            |()| R::Ok(pb::Ok::default()),
         ),
         Some(Kind::TaskLogs(_)) => R::Error(pb::Error {
             code: "unexpected".into(),
