@@ -682,3 +682,48 @@ fn corral_up_runs_hello_on_the_first_try() {
     assert!(!log.contains("did not run"), "{log}");
     drop(up);
 }
+
+#[test]
+fn framework_try_runs_a_workload_on_a_simulated_cluster_offline() {
+    let dir = TempDir::new("try");
+    let workload = dir.0.join("w.toml");
+    let try_it = |text: &str| {
+        std::fs::write(&workload, text).expect("workload");
+        let out = std::process::Command::new(crate::harness::corral_bin())
+            .args(["framework", "try", "demo", "--scheduler", "first-fit"])
+            .arg("--workload")
+            .arg(&workload)
+            .args(["--agents", "2", "--run-time", "100ms", "--json"])
+            .output()
+            .expect("run corral");
+        let f: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{e}: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code(), f)
+    };
+    let (code, f) = try_it("backoff_ms = 50\n[[task]]\nname = \"a\"\n[[task]]\nname = \"b\"\n");
+    assert_eq!(code, Some(0), "{f}");
+    assert_eq!(f["state"], "completed", "{f}");
+    let states: Vec<&str> = f["task_list"]
+        .as_array()
+        .map(|t| t.iter().filter_map(|t| t["state"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(states, ["TASK_FINISHED", "TASK_FINISHED"], "{f}");
+    // A task whose label makes it exit 1 is retried, then fails the framework (exit 1).
+    let (code, f) = try_it(
+        "backoff_ms = 50\n[[task]]\nname = \"flaky\"\nretries = 2\nlabels = { \"sim.exit_code\" = \"1\" }\n",
+    );
+    assert_eq!(code, Some(1), "{f}");
+    assert_eq!(f["state"], "failed", "{f}");
+    assert!(
+        f["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("task flaky failed 3 times")),
+        "{f}"
+    );
+    assert_eq!(f["task_list"].as_array().map(Vec::len), Some(3), "{f}");
+}

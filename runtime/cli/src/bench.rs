@@ -41,8 +41,9 @@ pub struct WireOpts {
     pub payload: usize,
 }
 
-/// A master process started for a benchmark, killed when dropped.
-struct MasterProcess {
+/// A master process started for a benchmark (or `corral framework try`), on a free port
+/// with a state folder of its own; killed, and its folder removed, when dropped.
+pub(crate) struct MasterProcess {
     child: Child,
     state: PathBuf,
     addr: std::net::SocketAddr,
@@ -55,12 +56,17 @@ impl MasterProcess {
     }
 
     fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_named("corral-bench", extra)
+    }
+
+    /// A master with `extra` arguments, its state in the temporary folder `{prefix}-{pid}`.
+    pub(crate) fn start_named(prefix: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let port = std::net::UdpSocket::bind("127.0.0.1:0")
             .and_then(|s| s.local_addr())
             .context("cannot find a free UDP port")?
             .port();
         let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-        let state = std::env::temp_dir().join(format!("corral-bench-{}", std::process::id()));
+        let state = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&state);
         // The master's own log filter, for looking into a benchmark (default: warnings).
         let log = std::env::var("CORRAL_BENCH_MASTER_LOG").unwrap_or_else(|_| "warn".into());
@@ -105,7 +111,7 @@ impl MasterProcess {
     }
 
     /// Waits for the CA file, then returns client options for this master.
-    fn client(&self) -> anyhow::Result<crate::opts::ClientOpts> {
+    pub(crate) fn client(&self) -> anyhow::Result<crate::opts::ClientOpts> {
         let ca = self.state.join(corral_transport::pki::CA_FILE);
         let deadline = Instant::now() + Duration::from_secs(30);
         while !ca.exists() {
@@ -393,7 +399,7 @@ pub fn placements(o: &PlacementsOpts) -> anyhow::Result<()> {
 
 /// Simulated agents in this process, each with its own QUIC connection to the master;
 /// stopped when dropped.
-struct SimAgents {
+pub(crate) struct SimAgents {
     n: u32,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -404,8 +410,26 @@ impl SimAgents {
     /// over. Their tasks run for a day.
     fn start(master: &MasterProcess, n: u32, tasks: u32) -> anyhow::Result<Self> {
         let per_agent = u64::from(tasks.div_ceil(n));
-        let agent_cpus = (per_agent * 10 * 2).max(1000);
-        let agent_mem = (per_agent * 8 * 2).max(1024);
+        let resources = corral_core::Resources {
+            cpus_milli: (per_agent * 10 * 2).max(1000),
+            mem_mb: (per_agent * 8 * 2).max(1024),
+            disk_mb: 0,
+            ports: vec![(31000, 32000)],
+        };
+        let sim = corral_containerizer::SimulatedConfig {
+            run_time: Duration::from_secs(24 * 3600),
+            ..Default::default()
+        };
+        Self::start_with(master, n, resources, sim)
+    }
+
+    /// `n` agents of `resources` each, whose tasks behave as `sim` says.
+    pub(crate) fn start_with(
+        master: &MasterProcess,
+        n: u32,
+        resources: corral_core::Resources,
+        sim: corral_containerizer::SimulatedConfig,
+    ) -> anyhow::Result<Self> {
         let dir = master.state.with_extension("agents");
         let addr = master.addr;
         let ca = master.state.join(corral_transport::pki::CA_FILE);
@@ -421,23 +445,13 @@ impl SimAgents {
                         master: addr,
                         ca: ca.clone(),
                         state_dir: dir.join(format!("agent-{i}")),
-                        resources: corral_core::Resources {
-                            cpus_milli: agent_cpus,
-                            mem_mb: agent_mem,
-                            disk_mb: 0,
-                            ports: vec![(31000, 32000)],
-                        },
+                        resources: resources.clone(),
                         attributes: Default::default(),
                         hostname: format!("sim-{i}"),
                         backoff_initial: Duration::from_millis(50),
                         backoff_max: Duration::from_millis(500),
                         max_frame: corral_wire::DEFAULT_MAX_FRAME,
-                        containerizer: corral_agent::ContainerizerKind::Simulated(
-                            corral_containerizer::SimulatedConfig {
-                                run_time: Duration::from_secs(24 * 3600),
-                                ..Default::default()
-                            },
-                        ),
+                        containerizer: corral_agent::ContainerizerKind::Simulated(sim.clone()),
                         retention: Duration::from_secs(3600),
                         http: None,
                     };
@@ -467,7 +481,7 @@ impl SimAgents {
 
     /// Waits until the master lists every agent as active, registered at or after
     /// `since_ms`; returns when that was seen.
-    fn wait_registered(
+    pub(crate) fn wait_registered(
         &self,
         client: &crate::opts::ClientOpts,
         since_ms: u64,

@@ -1,4 +1,5 @@
-//! `corral framework …`: submit, list, show, update and kill frameworks.
+//! `corral framework …`: submit, list, show, update and kill frameworks, and try one on a
+//! simulated cluster.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -37,6 +38,42 @@ pub enum FrameworkCmd {
         /// With --wait: give up after this long.
         #[arg(long, default_value = "24h", value_parser = parse_duration)]
         timeout: Duration,
+    },
+    /// Run a framework to its end on a simulated cluster, offline: a master of its own and
+    /// simulated agents (no Docker; each task "runs" for --run-time and exits with
+    /// --exit-code, or its labels `sim.run_ms` and `sim.exit_code`). For trying a
+    /// scheduler or a workload before a real cluster sees it.
+    Try {
+        /// The framework's name.
+        name: String,
+        /// The scheduler component: a file, or a built-in scheduler's name.
+        #[arg(long)]
+        scheduler: PathBuf,
+        /// The workload file (TOML), handed to the scheduler verbatim.
+        #[arg(long)]
+        workload: PathBuf,
+        /// Simulated agents.
+        #[arg(long, default_value_t = 3)]
+        agents: u32,
+        /// Each agent's CPUs.
+        #[arg(long, default_value = "4", value_parser = corral_core::parse_cpus)]
+        cpus: u64,
+        /// Each agent's memory in MB.
+        #[arg(long, default_value_t = 8192)]
+        mem: u64,
+        /// How long each task runs.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        run_time: Duration,
+        /// The code each task exits with: 0 finishes it, anything else fails it.
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        exit_code: i32,
+        /// Stop after this long if the framework has not ended (a service never ends), and
+        /// show it as it is then.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Every framework the master knows, running and ended.
     List {
@@ -267,6 +304,83 @@ pub fn run(cmd: FrameworkCmd) -> anyhow::Result<()> {
                 print_summary(&f);
                 println!("tasks: {}", tasks_summary(&f));
             }
+            if f.state != pb::FrameworkState::FrameworkCompleted as i32 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        FrameworkCmd::Try {
+            name,
+            scheduler,
+            workload,
+            agents,
+            cpus,
+            mem,
+            run_time,
+            exit_code,
+            timeout,
+            json,
+        } => {
+            let workload = read_workload(&workload)?;
+            let (bytes, label) = crate::client::component(&scheduler)?;
+            if agents == 0 || cpus == 0 || mem == 0 {
+                return Err(usage("--agents, --cpus and --mem must be above 0"));
+            }
+            let master = crate::bench::MasterProcess::start_named(
+                "corral-try",
+                &["--allocation-interval", "100ms"],
+            )?;
+            let mut client = master.client()?;
+            client.json = json;
+            let resources = corral_core::Resources {
+                cpus_milli: cpus,
+                mem_mb: mem,
+                disk_mb: 0,
+                ports: vec![(31000, 32000)],
+            };
+            let sim = corral_containerizer::SimulatedConfig {
+                run_time,
+                exit_code,
+                ..Default::default()
+            };
+            let cluster = crate::bench::SimAgents::start_with(&master, agents, resources, sim)?;
+            cluster.wait_registered(&client, 0)?;
+            if !json {
+                println!(
+                    "a simulated cluster of {agents} agents ({} CPUs, {mem} MB each); running {name} with scheduler {label}",
+                    cpus as f64 / 1000.0
+                );
+            }
+            let header = Kind::FrameworkSubmit(pb::FrameworkSubmit {
+                name: name.clone(),
+                workload,
+                who: "corral framework try".into(),
+                size: bytes.len() as u64,
+                ..Default::default()
+            });
+            let f = one(crate::client::upload(&client, header, &bytes)?)?;
+            // A framework still running at the timeout (a service never ends) is shown as
+            // it is then.
+            let f = match wait_ended(&client, &f.framework_id, timeout) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("{e:#}");
+                    list(&client, &f.framework_id)?
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| anyhow!("framework {name} is gone"))?
+                }
+            };
+            let tasks = crate::task::list(&client, &f.framework_id)?;
+            if json {
+                let mut v = api::framework(&f);
+                v["task_list"] = serde_json::Value::Array(tasks.iter().map(api::task).collect());
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", show(&f, &tasks));
+            }
+            drop(cluster);
+            drop(master);
             if f.state != pb::FrameworkState::FrameworkCompleted as i32 {
                 std::process::exit(1);
             }

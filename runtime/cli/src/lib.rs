@@ -21,7 +21,7 @@ pub const EXIT_USAGE: i32 = 64;
 
 /// Runs the command line and returns the process exit status.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
@@ -29,6 +29,17 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    // `framework try` runs agents in this process: their routine lines would bury its
+    // answer, so it logs warnings and errors only, unless told otherwise.
+    if matches!(
+        cli.command,
+        opts::Command::Framework {
+            cmd: framework::FrameworkCmd::Try { .. }
+        }
+    ) && cli.global.log == "info"
+    {
+        cli.global.log = "warn".into();
+    }
     opts::init_tracing(&cli.global);
     match opts::run(cli) {
         Ok(()) => 0,

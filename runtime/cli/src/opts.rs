@@ -73,7 +73,7 @@ pub enum Command {
         #[command(subcommand)]
         cmd: crate::policy::PolicyCmd,
     },
-    /// Submit, list, show, update and kill frameworks.
+    /// Submit, list, show, update and kill frameworks; try one offline.
     Framework {
         #[command(subcommand)]
         cmd: crate::framework::FrameworkCmd,
