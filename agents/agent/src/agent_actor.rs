@@ -160,14 +160,16 @@ impl AgentActor {
                 entry.spec = r.spec.clone();
             }
             let terminal = r.status.is_terminal();
-            let state = TaskState::try_from(r.status.state).map_or("unknown", |s| s.as_str_name());
-            tracing::info!(task_id = %id, state, "recovered task");
+            let state_name = |s: &pb::TaskStatus| {
+                TaskState::try_from(s.state).map_or("unknown", |s| s.as_str_name())
+            };
             // A task that ended while the agent was down is reported with its exit code
             // (killed, when its kill had begun). One that had ended before keeps its
             // checkpointed status, whose update the master is yet to acknowledge (a new
             // status would have a new update id, and the acknowledgement would never match
             // it).
             if known_ended {
+                tracing::info!(task_id = %id, "recovered task, whose end was recorded before");
                 continue;
             }
             if terminal {
@@ -176,8 +178,10 @@ impl AgentActor {
                 } else {
                     r.status
                 };
+                tracing::info!(task_id = %id, state = state_name(&status), "recovered task, which ended while the agent was down");
                 self.record(status);
             } else {
+                tracing::info!(task_id = %id, state = state_name(&r.status), "recovered task");
                 // Its kill had begun: it goes on (a new grace period starts).
                 if entry.kill_requested {
                     self.kills_to_start.push((id.clone(), None));

@@ -118,6 +118,11 @@ fn read_workload(path: &Path) -> anyhow::Result<String> {
     })
 }
 
+/// The framework named `name` (or with that id), if the master knows one.
+pub(crate) fn find(client: &ClientOpts, name: &str) -> anyhow::Result<Option<pb::FrameworkInfo>> {
+    Ok(list(client, name)?.into_iter().next())
+}
+
 fn list(client: &ClientOpts, name: &str) -> anyhow::Result<Vec<pb::FrameworkInfo>> {
     match crate::client::request(
         client,
