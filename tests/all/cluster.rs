@@ -100,8 +100,12 @@ fn bad_configuration_exits_64_with_a_clear_message() {
     let missing = dir.0.join("missing.toml").display().to_string();
     let http_taken = format!("cannot serve HTTP on {taken}");
     let udp_taken = format!("cannot listen on {udp}");
-    // A master, whose state folder another one then asks for.
+    // A master, whose state folder another one then asks for (once it answers: it holds
+    // its registry by then).
     let running = crate::harness::Master::start(&[]);
+    wait_for("the master to answer", Duration::from_secs(10), || {
+        running.cli(&["agents"]).status.success()
+    });
     let held = running.dir.0.join("state").display().to_string();
     let other = crate::harness::free_udp_addr().to_string();
     let cases: [(&[&str], &str); 11] = [

@@ -389,6 +389,7 @@ fn only_the_newest_ended_frameworks_are_kept_across_a_restart() {
         })
         .map(str::to_owned)
         .collect();
+    slots.sort();
     slots.dedup();
     assert_eq!(slots, newest);
 }

@@ -233,13 +233,21 @@ fn status_updates_reach_a_master_that_was_down_when_the_task_ended() {
 fn a_kill_while_the_agent_is_away_is_taken_and_waits_for_it() {
     let master = Master::start(&["--agent-timeout", "60s"]);
     let agent_dir = TempDir::new("away-agent");
-    let agent = master.agent(
+    let mut agent = master.agent(
         &agent_dir.0,
         &["--containerizer", "simulated", "--sim-run-time", "600s"],
     );
     wait_for("the agent", Duration::from_secs(10), || {
         master.agents().len() == 1
     });
+    // (The tasks of a framework the master does not know: an error, not "no tasks".)
+    let out = master.cli(&["task", "list", "--framework", "nope"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("no framework nope"),
+        "{}",
+        stderr(&out)
+    );
     let id = unique("away");
     let out = run(&master, &["--id", &id, "--", "sleep", "600"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -254,6 +262,9 @@ fn a_kill_while_the_agent_is_away_is_taken_and_waits_for_it() {
         .args(["-TERM", &pid])
         .status();
     assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+    wait_for("the agent to exit", Duration::from_secs(10), || {
+        !agent.is_running()
+    });
     // The stopped agent said so: the master knows well before QUIC's 10 s idle timeout.
     let mut said = String::new();
     let took = wait_for(

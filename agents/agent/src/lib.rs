@@ -52,6 +52,8 @@ pub struct Agent {
     /// The actor that owns the agent's state.
     pub actor: Addr<agent_actor::AgentActor>,
     endpoint: quinn::Endpoint,
+    /// Set by [`Agent::shutdown`], for the link to end quietly.
+    stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Agent {
@@ -96,14 +98,26 @@ impl Agent {
         if let Some(listener) = http {
             http::serve(listener, actor.clone());
         }
-        actix::spawn(link::run(endpoint.clone(), actor.clone(), config));
-        Ok(Self { actor, endpoint })
+        let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        actix::spawn(link::run(
+            endpoint.clone(),
+            actor.clone(),
+            config,
+            stopping.clone(),
+        ));
+        Ok(Self {
+            actor,
+            endpoint,
+            stopping,
+        })
     }
 
     /// Closes the connection to the master, saying so, and waits (a second at most) for
     /// the master to hear it: the master then knows at once that the agent is gone, and
     /// keeps its tasks until the agent timeout, for it to come back.
     pub async fn shutdown(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
         self.endpoint.close(0u32.into(), b"agent stopping");
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.endpoint.wait_idle())
             .await;

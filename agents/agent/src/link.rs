@@ -1,6 +1,8 @@
 //! The agent's connection to the master: connect, register, heartbeat; on any failure,
 //! back off exponentially with jitter and start again.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
@@ -52,10 +54,21 @@ impl Backoff {
 const SILENT_HEARTBEATS: u64 = 5;
 
 /// Runs the link until the actor stops.
-pub async fn run(endpoint: quinn::Endpoint, actor: Addr<AgentActor>, config: AgentConfig) {
+pub async fn run(
+    endpoint: quinn::Endpoint,
+    actor: Addr<AgentActor>,
+    config: AgentConfig,
+    stopping: Arc<AtomicBool>,
+) {
     let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
     loop {
-        match session(&endpoint, &actor, &config, &mut backoff).await {
+        let ended = session(&endpoint, &actor, &config, &mut backoff).await;
+        // The agent closed the link itself (Agent::shutdown): nothing went wrong.
+        if stopping.load(Ordering::Acquire) {
+            tracing::info!("link to the master closed: the agent is stopping");
+            return;
+        }
+        match ended {
             Ok(()) => tracing::info!("master closed the connection"),
             Err(e) => tracing::warn!(master = %config.master, error = %e, "link to master down"),
         }

@@ -74,6 +74,7 @@ impl MasterProcess {
             "--log",
             &log,
             "master",
+            "--exit-on-stdin-eof",
             "--http",
             "off",
             "--listen",
@@ -94,9 +95,12 @@ impl MasterProcess {
         })
     }
 
+    /// The master's standard input is a pipe this process holds open (in the `Child`):
+    /// when this process ends, however, the master sees it end and exits too.
     fn spawn(args: &[String]) -> anyhow::Result<Child> {
         Command::new(std::env::current_exe().context("cannot find this binary")?)
             .args(args)
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
             .context("cannot start a master process")
@@ -110,11 +114,26 @@ impl MasterProcess {
         Ok(())
     }
 
+    /// The temporary folders of this master and of the simulated agents started for it.
+    pub(crate) fn folders(&self) -> [PathBuf; 2] {
+        [self.state.clone(), self.state.with_extension("agents")]
+    }
+
+    /// An error if the master process has exited.
+    pub(crate) fn check_alive(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(anyhow!("the master process exited ({status})")),
+            Err(e) => Err(anyhow!("cannot see the master process: {e}")),
+        }
+    }
+
     /// Waits for the CA file, then returns client options for this master.
-    pub(crate) fn client(&self) -> anyhow::Result<crate::opts::ClientOpts> {
+    pub(crate) fn client(&mut self) -> anyhow::Result<crate::opts::ClientOpts> {
         let ca = self.state.join(corral_transport::pki::CA_FILE);
         let deadline = Instant::now() + Duration::from_secs(30);
         while !ca.exists() {
+            self.check_alive()?;
             if Instant::now() > deadline {
                 return Err(anyhow!("the master did not start within 30 s"));
             }
@@ -279,10 +298,10 @@ pub fn placements(o: &PlacementsOpts) -> anyhow::Result<()> {
         ));
     }
     let interval = format!("{}ms", o.allocation_interval.as_millis());
-    let master = MasterProcess::start_with(&["--allocation-interval", &interval])?;
+    let mut master = MasterProcess::start_with(&["--allocation-interval", &interval])?;
     let client = master.client()?;
     let agents = SimAgents::start(&master, o.agents, o.tasks)?;
-    agents.wait_registered(&client, 0)?;
+    agents.wait_registered(&mut master, &client, 0)?;
     // One connection for every request, as a framework's client would keep: the figure
     // is the cluster's, not a handshake's per poll.
     let session = crate::client::Session::connect(&client)?;
@@ -483,6 +502,7 @@ impl SimAgents {
     /// `since_ms`; returns when that was seen.
     pub(crate) fn wait_registered(
         &self,
+        master: &mut MasterProcess,
         client: &crate::opts::ClientOpts,
         since_ms: u64,
     ) -> anyhow::Result<Instant> {
@@ -510,6 +530,7 @@ impl SimAgents {
             if fresh >= self.n {
                 return Ok(Instant::now());
             }
+            master.check_alive()?;
             if Instant::now() > deadline {
                 return Err(anyhow!(
                     "only {fresh} of {} simulated agents registered within 120 s",
@@ -570,7 +591,7 @@ pub fn restart(o: &RestartOpts) -> anyhow::Result<()> {
     let mut master = MasterProcess::start_with(&["--agent-timeout", "60s"])?;
     let client = master.client()?;
     let agents = SimAgents::start(&master, o.agents, o.tasks)?;
-    agents.wait_registered(&client, 0)?;
+    agents.wait_registered(&mut master, &client, 0)?;
     let hello = corral_policy::builtin::scheduler("hello")
         .ok_or_else(|| anyhow!("this corral was built without the hello scheduler"))?;
     let fill = Instant::now();
@@ -642,7 +663,7 @@ pub fn restart(o: &RestartOpts) -> anyhow::Result<()> {
         let since_ms = corral_master::now_ms();
         let start = Instant::now();
         master.restart()?;
-        let serving = agents.wait_registered(&client, since_ms)?;
+        let serving = agents.wait_registered(&mut master, &client, since_ms)?;
         let took = serving - start;
         let n = running(&crate::client::Session::connect(&client)?)?;
         println!(

@@ -118,9 +118,10 @@ fn read_workload(path: &Path) -> anyhow::Result<String> {
     })
 }
 
-/// The framework named `name` (or with that id), if the master knows one.
-pub(crate) fn find(client: &ClientOpts, name: &str) -> anyhow::Result<Option<pb::FrameworkInfo>> {
-    Ok(list(client, name)?.into_iter().next())
+/// An error (the master's `no framework NAME`) unless the master knows a framework named
+/// `name` (or with that id).
+pub(crate) fn ensure_known(client: &ClientOpts, name: &str) -> anyhow::Result<()> {
+    list(client, name).map(|_| ())
 }
 
 fn list(client: &ClientOpts, name: &str) -> anyhow::Result<Vec<pb::FrameworkInfo>> {
@@ -331,10 +332,27 @@ pub fn run(cmd: FrameworkCmd) -> anyhow::Result<()> {
             if agents == 0 || cpus == 0 || mem == 0 {
                 return Err(usage("--agents, --cpus and --mem must be above 0"));
             }
-            let master = crate::bench::MasterProcess::start_named(
+            let mut master = crate::bench::MasterProcess::start_named(
                 "corral-try",
                 &["--allocation-interval", "100ms"],
             )?;
+            // Interrupted (Ctrl-C, SIGTERM), it removes the cluster's temporary folders
+            // (its master exits with it: see MasterProcess).
+            let folders = master.folders();
+            std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                if rt.block_on(crate::opts::ctrl_c()).is_ok() {
+                    for folder in &folders {
+                        let _ = std::fs::remove_dir_all(folder);
+                    }
+                    std::process::exit(130);
+                }
+            });
             let mut client = master.client()?;
             client.json = json;
             let resources = corral_core::Resources {
@@ -349,7 +367,7 @@ pub fn run(cmd: FrameworkCmd) -> anyhow::Result<()> {
                 ..Default::default()
             };
             let cluster = crate::bench::SimAgents::start_with(&master, agents, resources, sim)?;
-            cluster.wait_registered(&client, 0)?;
+            cluster.wait_registered(&mut master, &client, 0)?;
             if !json {
                 println!(
                     "a simulated cluster of {agents} agents ({} CPUs, {mem} MB each); running {name} with scheduler {label}",

@@ -12,8 +12,6 @@ mod policy;
 mod table;
 mod task;
 
-use clap::Parser;
-
 pub use opts::Cli;
 
 /// Exit status for bad configuration or usage (BSD `EX_USAGE`).
@@ -21,8 +19,12 @@ pub const EXIT_USAGE: i32 = 64;
 
 /// Runs the command line and returns the process exit status.
 pub fn main() -> i32 {
-    let mut cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    use clap::{CommandFactory, FromArgMatches};
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let (mut cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
             let _ = e.print();
@@ -30,13 +32,13 @@ pub fn main() -> i32 {
         }
     };
     // `framework try` runs agents in this process: their routine lines would bury its
-    // answer, so it logs warnings and errors only, unless told otherwise.
+    // answer, so it logs warnings and errors only, unless --log or CORRAL_LOG says.
     if matches!(
         cli.command,
         opts::Command::Framework {
             cmd: framework::FrameworkCmd::Try { .. }
         }
-    ) && cli.global.log == "info"
+    ) && matches.value_source("log") == Some(clap::parser::ValueSource::DefaultValue)
     {
         cli.global.log = "warn".into();
     }

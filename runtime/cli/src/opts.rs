@@ -171,6 +171,10 @@ pub struct MasterOpts {
     /// very many tasks).
     #[arg(long, default_value = "250ms", value_parser = parse_duration)]
     pub scheduler_budget: Duration,
+    /// Exit when standard input ends: a master started by another program (`corral
+    /// framework try`, the benchmarks) then never outlives it, however it ends.
+    #[arg(long, hide = true)]
+    pub exit_on_stdin_eof: bool,
     /// How many ended frameworks to keep, with their tasks, for `framework list` and
     /// `framework show`; older ones are forgotten.
     #[arg(long, default_value_t = corral_master::DEFAULT_MAX_COMPLETED_FRAMEWORKS)]
@@ -484,7 +488,7 @@ fn agent_error(flag: &'static str) -> impl Fn(corral_agent::AgentError) -> anyho
     }
 }
 
-async fn ctrl_c() -> anyhow::Result<()> {
+pub(crate) async fn ctrl_c() -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch for SIGTERM")?;
     tokio::select! {
@@ -499,6 +503,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Master(o) => {
             let config = master_config(&o);
             config.validate().map_err(usage)?;
+            if o.exit_on_stdin_eof {
+                std::thread::spawn(|| {
+                    let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+                    std::process::exit(0);
+                });
+            }
             actix::System::new().block_on(async move {
                 let master = corral_master::Master::start(config).map_err(master_error)?;
                 println!("master listening on {}", master.local_addr);
@@ -592,11 +602,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 // The commands find a master on the default address with its CA in
                 // ~/.corral; anything else they are told.
                 let mut env = Vec::new();
-                if o.listen.to_string() != DEFAULT_MASTER {
-                    env.push(format!("CORRAL_MASTER={}", o.listen));
+                if m.local_addr.to_string() != DEFAULT_MASTER {
+                    // A wildcard address is reached on this machine's loopback.
+                    let mut addr = m.local_addr;
+                    if addr.ip().is_unspecified() {
+                        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                    }
+                    env.push(format!("CORRAL_MASTER={addr}"));
                 }
                 if o.state.is_some() {
                     let ca = master.state_dir.join(corral_transport::pki::CA_FILE);
+                    let ca = std::path::absolute(&ca).unwrap_or(ca);
                     env.push(format!("CORRAL_CA={}", ca.display()));
                 }
                 if !env.is_empty() {

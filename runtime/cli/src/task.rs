@@ -416,11 +416,10 @@ pub fn run(cmd: TaskCmd) -> anyhow::Result<()> {
         }
         TaskCmd::List { client, framework } => {
             let tasks = list(&client, framework.as_deref().unwrap_or(""))?;
-            // No tasks of a framework the master does not know: said, not "no tasks".
+            // No tasks of a framework the master does not know: said (the master's
+            // `no framework NAME`), not "no tasks".
             if let Some(name) = framework.as_deref().filter(|_| tasks.is_empty()) {
-                if crate::framework::find(&client, name)?.is_none() {
-                    bail!("no framework {name}");
-                }
+                crate::framework::ensure_known(&client, name)?;
             }
             if client.json {
                 println!(
