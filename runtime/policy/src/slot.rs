@@ -295,7 +295,7 @@ impl<W: World> Slot<W> {
                 PolicyError::Timeout { budget }
             } else {
                 PolicyError::Trap {
-                    message: format!("{e:#}"),
+                    message: trap_message(&e),
                 }
             }
         })
@@ -378,6 +378,16 @@ impl<W: World> Slot<W> {
         state.rollbacks.count += 1;
         state.rollbacks.restored = Some(previous.digest.clone());
         tracing::warn!(slot = %self.name, policy = %short(&loaded.digest), restored = %short(&previous.digest), "policy rolled back");
+    }
+}
+
+/// What a trap was, then where in the policy (its wasm backtrace, with demangled names):
+/// the reason first, where the error's own form puts it after the backtrace.
+fn trap_message(e: &wasmtime::Error) -> String {
+    let reason = e.root_cause().to_string();
+    match e.downcast_ref::<wasmtime::WasmBacktrace>() {
+        Some(trace) => format!("{reason}; {trace}"),
+        None => format!("{e:#}"),
     }
 }
 

@@ -153,6 +153,11 @@ fn hostile_policies_that_pass_a_dry_run_are_rolled_back() {
                 _ => matches!(err, PolicyError::Invalid(InvalidAnswer::NotFree { .. })),
             };
             assert!(expected, "{path}: unexpected error {err:?}");
+            // A trap says what it was first, then where, in the policy's own names.
+            if let PolicyError::Trap { message } = &err {
+                assert!(message.starts_with("wasm trap:"), "{message}");
+                assert!(message.contains("panicking::panic_fmt"), "{message}");
+            }
         }
         let recorded = assert_contained(&slot, &good, &hostile, PolicyState::RolledBack);
         assert!(recorded.contains("rolled back"), "{recorded}");
