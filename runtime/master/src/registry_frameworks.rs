@@ -1983,4 +1983,41 @@ mod tests {
         drop(_store);
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn only_the_newest_records_of_each_slot_are_kept_from_earlier_runs() {
+        use crate::registry_store::MAX_RECORDS_PER_SLOT;
+        let (mut books, slot) = books(crate::MasterConfig::default(), None);
+        let record = |slot: &str| pb::PolicyRecord {
+            slot: slot.into(),
+            state: "superseded".into(),
+            ..Default::default()
+        };
+        // Five too many of the allocator's, interleaved with two of a framework's.
+        let mut history: Vec<(u64, pb::PolicyRecord)> = (1..=MAX_RECORDS_PER_SLOT as u64 + 5)
+            .map(|seq| (seq, record("allocator")))
+            .collect();
+        history.insert(3, (1_000, record("framework/x")));
+        history.push((1_001, record("framework/x")));
+        let loaded = crate::store::Loaded {
+            history,
+            ..Default::default()
+        };
+        books.restore(loaded, HashMap::new(), move |_| slot.clone());
+        let forgotten: Vec<u64> = books
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::ForgetHistory(seq) => Some(*seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(forgotten, [5, 4, 3, 2, 1], "the allocator's oldest five");
+        let kept: Vec<u64> = books.past_policies.iter().map(|(seq, _)| *seq).collect();
+        let mut expected: Vec<u64> = (6..=MAX_RECORDS_PER_SLOT as u64 + 5).collect();
+        expected.insert(0, 1_000);
+        expected.push(1_001);
+        assert_eq!(kept, expected, "the rest, in their order");
+        assert_eq!(books.next_history, 1_001);
+    }
 }

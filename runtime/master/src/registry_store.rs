@@ -17,6 +17,9 @@ use crate::now_ms;
 use crate::registry_actor::RegistryActor;
 use crate::store::{After, Loaded, Op};
 
+/// The most records of one policy slot kept from earlier runs of the master (the newest).
+pub const MAX_RECORDS_PER_SLOT: usize = 100;
+
 /// The meta key of the active allocator's digest.
 pub const ALLOCATOR_KEY: &str = "allocator";
 
@@ -166,10 +169,22 @@ impl RegistryActor {
             .filter(|f| matches!(slots.get(&f.framework_id), Some(Ok(_))))
             .map(|f| format!("framework/{}", f.name))
             .collect();
-        for (seq, r) in loaded.history {
+        // The newest MAX_RECORDS_PER_SLOT records of each slot are kept; older ones are
+        // forgotten (every restart adds a record per slot, and swaps add more).
+        let mut per_slot: HashMap<String, usize> = HashMap::new();
+        let mut kept = Vec::new();
+        for (seq, r) in loaded.history.into_iter().rev() {
             self.next_history = self.next_history.max(seq);
-            self.past_policies.push((seq, swap_record(r, &running)));
+            let n = per_slot.entry(r.slot.clone()).or_default();
+            *n += 1;
+            if *n > MAX_RECORDS_PER_SLOT {
+                self.ops.push(Op::ForgetHistory(seq));
+            } else {
+                kept.push((seq, swap_record(r, &running)));
+            }
         }
+        kept.reverse();
+        self.past_policies = kept;
         for (role, weight) in loaded.roles {
             self.roles.insert(role, weight);
         }
