@@ -118,6 +118,28 @@ fn read_workload(path: &Path) -> anyhow::Result<String> {
     })
 }
 
+/// Removes the temporary folders of `framework try` runs whose process is gone (killed
+/// outright: a run that ends otherwise removes its own).
+fn remove_stale_try_folders() {
+    // Which processes live is read from /proc; without it, nothing is taken for stale.
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("corral-try-")) else {
+            continue;
+        };
+        let pid = rest.trim_end_matches(".agents");
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// An error (the master's `no framework NAME`) unless the master knows a framework named
 /// `name` (or with that id).
 pub(crate) fn ensure_known(client: &ClientOpts, name: &str) -> anyhow::Result<()> {
@@ -332,6 +354,7 @@ pub fn run(cmd: FrameworkCmd) -> anyhow::Result<()> {
             if agents == 0 || cpus == 0 || mem == 0 {
                 return Err(usage("--agents, --cpus and --mem must be above 0"));
             }
+            remove_stale_try_folders();
             let mut master = crate::bench::MasterProcess::start_named(
                 "corral-try",
                 &["--allocation-interval", "100ms"],
