@@ -341,12 +341,28 @@ impl Drop for ContainerCleanup {
             .split_whitespace()
             .map(str::to_owned)
             .collect();
-        if !ids.is_empty() {
-            let _ = Command::new("docker")
-                .args(["rm", "-f"])
-                .args(&ids)
-                .stdout(Stdio::null())
-                .status();
+        if ids.is_empty() {
+            return;
+        }
+        // At most a minute: an engine that no longer answers must not hang the suite
+        // (the test itself is over; what is left is said).
+        let Ok(mut rm) = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .stdout(Stdio::null())
+            .spawn()
+        else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while matches!(rm.try_wait(), Ok(None)) {
+            if Instant::now() > deadline {
+                let _ = rm.kill();
+                let _ = rm.wait();
+                eprintln!("docker rm -f did not end within 60 s; left: {ids:?}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 }
