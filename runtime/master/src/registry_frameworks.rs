@@ -1839,20 +1839,29 @@ mod tests {
         assert_eq!(books.unused_components(forgotten), ["z"]);
     }
 
+    /// A policy record of `slot` and `digest`, superseded, loaded `ms` after the epoch.
+    fn policy_record(slot: &str, digest: &str, ms: u64) -> SwapRecord {
+        SwapRecord {
+            slot: slot.into(),
+            digest: digest.into(),
+            who: "test".into(),
+            loaded_at: std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+            state: corral_policy::PolicyState::Superseded,
+            calls: 0,
+            errors: 0,
+            last_error: None,
+            swap_time: std::time::Duration::ZERO,
+        }
+    }
+
     #[test]
     fn a_policy_record_is_saved_again_only_when_it_changed_and_in_its_place() {
         let (mut books, _) = books(crate::MasterConfig::default(), None);
         books.next_history = 7; // as after a restart
-        let record = |digest: &str, calls: u64| corral_policy::SwapRecord {
-            slot: "allocator".into(),
-            digest: digest.into(),
-            who: "test".into(),
-            loaded_at: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1),
+        let record = |digest: &str, calls: u64| SwapRecord {
             state: corral_policy::PolicyState::Active,
             calls,
-            errors: 0,
-            last_error: None,
-            swap_time: std::time::Duration::ZERO,
+            ..policy_record("allocator", digest, 1_000)
         };
         let saved = |books: &mut RegistryActor| -> Vec<(u64, String, u64)> {
             books
@@ -1886,18 +1895,8 @@ mod tests {
 
     #[test]
     fn the_policy_history_is_slot_by_slot_and_oldest_first() {
-        let at = |secs: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-        let record = |slot: &str, digest: &str, secs: u64| corral_policy::SwapRecord {
-            slot: slot.into(),
-            digest: digest.into(),
-            who: "test".into(),
-            loaded_at: at(secs),
-            state: corral_policy::PolicyState::Superseded,
-            calls: 0,
-            errors: 0,
-            last_error: None,
-            swap_time: std::time::Duration::ZERO,
-        };
+        let record =
+            |slot: &str, digest: &str, secs: u64| policy_record(slot, digest, secs * 1_000);
         // As a restarted master gathers them: this run's allocator, the earlier runs', then
         // this run's schedulers.
         let mut records = vec![
@@ -1941,18 +1940,7 @@ mod tests {
             }
         }
         // Saved by earlier runs: a record of each framework, and the allocator's.
-        let at = |ms: u64| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-        let record = |slot: &str, ms: u64| corral_policy::SwapRecord {
-            slot: slot.into(),
-            digest: format!("d{ms}"),
-            who: "test".into(),
-            loaded_at: at(ms),
-            state: corral_policy::PolicyState::Superseded,
-            calls: 0,
-            errors: 0,
-            last_error: None,
-            swap_time: std::time::Duration::ZERO,
-        };
+        let record = |slot: &str, ms: u64| policy_record(slot, &format!("d{ms}"), ms);
         books.past_policies = vec![
             (1, record("allocator", 1_000)),
             (2, record("framework/x", 5_000)),
