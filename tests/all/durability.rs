@@ -194,12 +194,12 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
     assert_eq!(t["kill_requested"], false, "{t}");
     assert!(containers_of(&unsent_killed).is_empty(), "it never ran");
     // The task whose kill had begun is reported killed, with the exit code it ended with.
-    wait_for(
+    let t = exited(
+        &master,
+        &terminating,
         "the task killed while its agent was down reported",
         Duration::from_secs(30),
-        || task(&master, &terminating).is_some_and(|t| t["exit_code"].as_i64().is_some()),
     );
-    let t = task(&master, &terminating).expect("terminating");
     assert_eq!(t["state"], "TASK_KILLED", "{t}");
     assert_eq!(t["reason"], "REASON_KILLED_BY_REQUEST", "{t}");
     assert_eq!(t["exit_code"], 3, "{t}");
@@ -210,12 +210,12 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
         "{t}"
     );
     // The task still running when its agent came back is killed again.
-    wait_for(
+    let t = exited(
+        &master,
+        &stubborn,
         "the stubborn task killed by the restarted agent",
         Duration::from_secs(60),
-        || task(&master, &stubborn).is_some_and(|t| t["exit_code"].as_i64().is_some()),
     );
-    let t = task(&master, &stubborn).expect("stubborn");
     assert_eq!(t["state"], "TASK_KILLED", "{t}");
     assert_eq!(t["exit_code"], 137, "ended by SIGKILL: {t}");
     assert!(!container_running(stubborn_container));
@@ -247,6 +247,14 @@ fn a_restarted_agent_reattaches_its_containers_and_reports_what_ended() {
     );
     let id = agent_id(&dir.0).expect("agent id");
     assert_eq!(master.agent_state(&id).as_deref(), Some("active"));
+}
+
+/// Task `id` once the master has its exit code (waiting for it, as `what`, up to `timeout`).
+fn exited(master: &Master, id: &str, what: &str, timeout: Duration) -> Value {
+    wait_for(what, timeout, || {
+        task(master, id).is_some_and(|t| t["exit_code"].as_i64().is_some())
+    });
+    task(master, id).unwrap_or_else(|| panic!("task {id} is gone"))
 }
 
 /// `corral task run` of a small task (0.1 CPUs, 16 MB) running `sh -c script`, with

@@ -326,43 +326,41 @@ pub struct ContainerCleanup(pub PathBuf);
 impl Drop for ContainerCleanup {
     fn drop(&mut self) {
         let Some(id) = agent_id(&self.0) else { return };
-        let Ok(out) = Command::new("docker")
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=corral.agent_id={id}"),
-            ])
-            .output()
-        else {
+        let filter = format!("label=corral.agent_id={id}");
+        let Some(listed) = docker_within_a_minute(&["ps", "-aq", "--filter", &filter]) else {
             return;
         };
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
+        let ids: Vec<&str> = listed.split_whitespace().collect();
         if ids.is_empty() {
             return;
         }
-        // At most a minute: an engine that no longer answers must not hang the suite
-        // (the test itself is over; what is left is said).
-        let Ok(mut rm) = Command::new("docker")
-            .args(["rm", "-f"])
-            .args(&ids)
-            .stdout(Stdio::null())
-            .spawn()
-        else {
-            return;
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while matches!(rm.try_wait(), Ok(None)) {
-            if Instant::now() > deadline {
-                let _ = rm.kill();
-                let _ = rm.wait();
-                eprintln!("docker rm -f did not end within 60 s; left: {ids:?}");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        let mut rm = vec!["rm", "-f"];
+        rm.extend(&ids);
+        if docker_within_a_minute(&rm).is_none() {
+            eprintln!("containers left: {ids:?}");
         }
     }
+}
+
+/// Runs `docker ARGS` for at most a minute, and returns what it printed: an engine that no
+/// longer answers must not hang the suite in a cleanup (the test itself is over). None,
+/// said, when it was cut short.
+fn docker_within_a_minute(args: &[&str]) -> Option<String> {
+    let mut child = Command::new("docker")
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while matches!(child.try_wait(), Ok(None)) {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("docker {} did not end within 60 s", args.join(" "));
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }

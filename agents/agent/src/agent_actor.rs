@@ -160,9 +160,6 @@ impl AgentActor {
                 entry.spec = r.spec.clone();
             }
             let terminal = r.status.is_terminal();
-            let state_name = |s: &pb::TaskStatus| {
-                TaskState::try_from(s.state).map_or("unknown", |s| s.as_str_name())
-            };
             // A task that ended while the agent was down is reported with its exit code
             // (killed, when its kill had begun). One that had ended before keeps its
             // checkpointed status, whose update the master is yet to acknowledge (a new
@@ -178,10 +175,10 @@ impl AgentActor {
                 } else {
                     r.status
                 };
-                tracing::info!(task_id = %id, state = state_name(&status), "recovered task, which ended while the agent was down");
+                tracing::info!(task_id = %id, state = status.state_name(), "recovered task, which ended while the agent was down");
                 self.record(status);
             } else {
-                tracing::info!(task_id = %id, state = state_name(&r.status), "recovered task");
+                tracing::info!(task_id = %id, state = r.status.state_name(), "recovered task");
                 // Its kill had begun: it goes on (a new grace period starts).
                 if entry.kill_requested {
                     self.kills_to_start.push((id.clone(), None));
@@ -223,8 +220,7 @@ impl AgentActor {
             })
             .collect();
         for status in lost {
-            let state = TaskState::try_from(status.state).map_or("unknown", |s| s.as_str_name());
-            tracing::warn!(task_id = %status.task_id, state, "no container for the task after restart");
+            tracing::warn!(task_id = %status.task_id, state = status.state_name(), "no container for the task after restart");
             self.record(status);
         }
         // Not connected yet: the recorded updates go out as pending ones on registration.
@@ -461,7 +457,7 @@ pub struct ContainerStatus(pub pb::TaskStatus);
 impl StreamHandler<ContainerStatus> for AgentActor {
     fn handle(&mut self, msg: ContainerStatus, ctx: &mut Self::Context) {
         crate::http::METRICS.status(&msg.0);
-        tracing::debug!(task_id = %msg.0.task_id, state = TaskState::try_from(msg.0.state).map(|s| s.as_str_name()).unwrap_or("?"), "task status");
+        tracing::debug!(task_id = %msg.0.task_id, state = msg.0.state_name(), "task status");
         self.record(msg.0);
         self.flush_soon(ctx);
     }

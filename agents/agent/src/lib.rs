@@ -12,6 +12,7 @@ pub mod host;
 pub mod http;
 pub mod link;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix::{Actor, Addr};
@@ -53,7 +54,7 @@ pub struct Agent {
     pub actor: Addr<agent_actor::AgentActor>,
     endpoint: quinn::Endpoint,
     /// Set by [`Agent::shutdown`], for the link to end quietly.
-    stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stopping: Arc<AtomicBool>,
 }
 
 impl Agent {
@@ -98,7 +99,7 @@ impl Agent {
         if let Some(listener) = http {
             http::serve(listener, actor.clone());
         }
-        let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = Arc::new(AtomicBool::new(false));
         actix::spawn(link::run(
             endpoint.clone(),
             actor.clone(),
@@ -116,8 +117,7 @@ impl Agent {
     /// the master to hear it: the master then knows at once that the agent is gone, and
     /// keeps its tasks until the agent timeout, for it to come back.
     pub async fn shutdown(&self) {
-        self.stopping
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.stopping.store(true, Ordering::Release);
         self.endpoint.close(0u32.into(), b"agent stopping");
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.endpoint.wait_idle())
             .await;

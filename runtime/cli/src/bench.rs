@@ -114,9 +114,14 @@ impl MasterProcess {
         Ok(())
     }
 
+    /// The temporary folder of the simulated agents started for this master.
+    fn agents_dir(&self) -> PathBuf {
+        self.state.with_extension("agents")
+    }
+
     /// The temporary folders of this master and of the simulated agents started for it.
     pub(crate) fn folders(&self) -> [PathBuf; 2] {
-        [self.state.clone(), self.state.with_extension("agents")]
+        [self.state.clone(), self.agents_dir()]
     }
 
     /// An error if the master process has exited.
@@ -449,7 +454,7 @@ impl SimAgents {
         resources: corral_core::Resources,
         sim: corral_containerizer::SimulatedConfig,
     ) -> anyhow::Result<Self> {
-        let dir = master.state.with_extension("agents");
+        let dir = master.agents_dir();
         let addr = master.addr;
         let ca = master.state.join(corral_transport::pki::CA_FILE);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();

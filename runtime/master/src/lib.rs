@@ -151,15 +151,10 @@ impl Master {
             .and_then(|d| std::str::from_utf8(d).ok());
         let saved_allocator = saved_digest.and_then(|d| loaded.components.get(d));
         // An allocator from a file is saved as the one a restart loads (with or without
-        // `--allocator`), as a swap's is.
+        // `--allocator`), as a swap's is, unless it is the one saved already.
         let mut from_file = None;
         let first = match (&config.allocator, saved_allocator) {
-            (Some(path), _) => std::fs::read(path)
-                .map_err(|source| corral_policy::SwapError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })
-                .and_then(|bytes| {
+            (Some(path), _) => corral_policy::read_component(path).and_then(|bytes| {
                     let record = slot.swap(&bytes, "master start");
                     from_file = Some(bytes);
                     record
@@ -180,6 +175,9 @@ impl Master {
             }
         };
         let first = first.map_err(|e| MasterError::Policy(e.to_string()))?;
+        if saved_allocator.is_some() && saved_digest == Some(first.digest.as_str()) {
+            from_file = None;
+        }
         tracing::info!(digest = %first.digest, "allocator loaded");
         let slots = restore_schedulers(&host, &loaded);
         let (n_agents, n_tasks, n_frameworks) = (

@@ -13,10 +13,10 @@ use tokio::sync::mpsc;
 use corral_containerizer::{validate_spec, AgentCapacity};
 
 use crate::frameworks::Framework;
+use crate::{now_ms, MasterConfig};
 
 /// A policy record's identity within one run of the master: its slot, digest and load time.
 pub(crate) type PolicyKey = (String, String, std::time::SystemTime);
-use crate::{now_ms, MasterConfig};
 
 /// A connected agent's session: its number, its outgoing envelopes, its connection.
 pub(crate) struct Link {
@@ -622,7 +622,7 @@ impl Handler<StatusFromAgent> for RegistryActor {
                 crate::http::metrics::METRICS.status_update(status.state);
                 tracing::debug!(
                     task_id = %status.task_id,
-                    state = pb::TaskState::try_from(status.state).map(|s| s.as_str_name()).unwrap_or("?"),
+                    state = status.state_name(),
                     "task status"
                 );
                 // A task's resources were added to its agent's use at launch (its ports

@@ -821,20 +821,18 @@ impl RegistryActor {
             }
         }
         let slot = format!("framework/{}", fw.name);
+        let at_ms = |ms: u64| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
         let after = self
             .frameworks
             .values()
             .filter(|f| f.name == fw.name && !f.is_active() && f.ended_at_ms < fw.ended_at_ms)
             .map(|f| f.ended_at_ms)
             .max()
-            .unwrap_or(0);
+            .map_or(std::time::UNIX_EPOCH, at_ms);
+        let ended = at_ms(fw.ended_at_ms);
         let ops = &mut self.ops;
         self.past_policies.retain(|(seq, r)| {
-            let at = r
-                .loaded_at
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            let its = r.slot == slot && at > after && at <= fw.ended_at_ms;
+            let its = r.slot == slot && r.loaded_at > after && r.loaded_at <= ended;
             if its {
                 ops.push(Op::ForgetHistory(*seq));
             }

@@ -339,6 +339,12 @@ impl RegistryActor {
     /// Queues `bytes` as the allocator a restart loads.
     pub(crate) fn save_allocator(&mut self, digest: String, bytes: Vec<u8>) {
         self.save_component(&digest, bytes);
+        self.set_allocator_digest(digest);
+    }
+
+    /// Queues `digest` as the allocator a restart loads (its component saved already, or
+    /// the built-in DRF's).
+    fn set_allocator_digest(&mut self, digest: String) {
         self.ops.push(Op::Meta(
             ALLOCATOR_KEY.to_owned(),
             digest.clone().into_bytes(),
@@ -413,11 +419,7 @@ impl Handler<AllocatorActive> for RegistryActor {
     fn handle(&mut self, msg: AllocatorActive, _: &mut Self::Context) {
         if self.allocator_digest.as_deref() != Some(msg.digest.as_str()) {
             tracing::info!(digest = %msg.digest, "the allocator a restart loads is now the one rolled back to");
-            self.ops.push(Op::Meta(
-                ALLOCATOR_KEY.to_owned(),
-                msg.digest.clone().into_bytes(),
-            ));
-            self.allocator_digest = Some(msg.digest);
+            self.set_allocator_digest(msg.digest);
         }
         self.save_policy_records(msg.records);
         self.flush(None);

@@ -119,11 +119,7 @@ impl AllocatorSlot {
     ///
     /// As [`AllocatorSlot::swap`], and [`SwapError::Read`] when the file cannot be read.
     pub fn swap_file(&self, path: &Path, who: &str) -> Result<SwapRecord, SwapError> {
-        let bytes = std::fs::read(path).map_err(|source| SwapError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        self.swap(&bytes, who)
+        self.swap(&crate::slot::read_component(path)?, who)
     }
 
     /// One allocation cycle on the active policy; every offer is validated against the

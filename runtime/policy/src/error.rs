@@ -67,10 +67,7 @@ pub enum InvalidAnswer {
     CompleteAndFail,
 }
 
-/// The first 12 hex digits of a digest, as `corral policy list` shows it.
-fn short(digest: &str) -> &str {
-    digest.get(..12).unwrap_or(digest)
-}
+use crate::slot::short;
 
 /// A swap that did not happen; the slot's active policy is unchanged.
 #[derive(Debug, thiserror::Error)]

@@ -75,7 +75,7 @@ pub use config::{ConfigError, PolicyConfig};
 pub use error::{InvalidAnswer, PolicyError, SwapError};
 pub use host::{HostError, PolicyHost};
 pub use scheduler::SchedulerSlot;
-pub use slot::{digest, PolicyState, Rollbacks, SwapRecord};
+pub use slot::{digest, read_component, PolicyState, Rollbacks, SwapRecord};
 
 /// Paths of the policies built from `policies/` and `examples/` by this crate's build script
 /// (components, ready to load). For tests, benchmarks and a master's built-in defaults.

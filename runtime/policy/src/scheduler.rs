@@ -99,11 +99,7 @@ impl SchedulerSlot {
     ///
     /// As [`SchedulerSlot::swap`], and [`SwapError::Read`].
     pub fn swap_file(&self, path: &Path, who: &str) -> Result<SwapRecord, SwapError> {
-        let bytes = std::fs::read(path).map_err(|source| SwapError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        self.swap(&bytes, who)
+        self.swap(&crate::slot::read_component(path)?, who)
     }
 
     /// Offers arrived or the view changed: the policy's decisions, validated.

@@ -126,6 +126,18 @@ pub(crate) struct Slot<W: World> {
     swap_lock: Mutex<()>,
 }
 
+/// A component file's bytes, or [`SwapError::Read`] naming the file.
+///
+/// # Errors
+///
+/// [`SwapError::Read`] when the file cannot be read.
+pub fn read_component(path: &std::path::Path) -> Result<Vec<u8>, SwapError> {
+    std::fs::read(path).map_err(|source| SwapError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
 /// sha256 of `bytes` in hex.
 pub fn digest(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -405,6 +417,7 @@ fn snapshot(slot: &str, e: &Entry) -> SwapRecord {
     }
 }
 
-fn short(digest: &str) -> &str {
+/// The first 12 hex digits of a digest, as `corral policy list` shows it.
+pub(crate) fn short(digest: &str) -> &str {
     digest.get(..12).unwrap_or(digest)
 }

@@ -138,6 +138,11 @@ impl pb::TaskStatus {
     pub fn is_terminal(&self) -> bool {
         pb::TaskState::try_from(self.state).is_ok_and(pb::TaskState::is_terminal)
     }
+
+    /// Its state's name (`TASK_RUNNING`), or `unknown` for a number no state has.
+    pub fn state_name(&self) -> &'static str {
+        pb::TaskState::try_from(self.state).map_or("unknown", pb::TaskState::name)
+    }
 }
 
 #[cfg(test)]
