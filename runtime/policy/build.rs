@@ -190,6 +190,11 @@ fn run() -> Result<()> {
             core.join("examples/enormous.wasm"),
         ),
         (
+            "INSTANCE_REUSE",
+            "Counts its calls: its answers tell a kept instance from a fresh one (see its source).",
+            core.join("examples/instance_reuse.wasm"),
+        ),
+        (
             "BAD_IMPORT",
             "Hostile: imports a function the host does not provide.",
             core.join("examples/bad_import.wasm"),

@@ -1,9 +1,15 @@
-//! A bump allocator for a policy that the host instantiates afresh for every call.
+//! A bump allocator for a policy that keeps nothing from one call to the next.
 //!
-//! The host gives every call a fresh instance and throws its memory away afterwards, so a
-//! policy never needs memory back: an allocation moves a pointer, freeing gives back only
-//! the latest allocation, and growing the latest allocation (a `Vec` being pushed to)
-//! happens in place. The heap starts where the linker put the end of the stack and static
+//! An allocation moves a pointer; freeing gives back only the latest allocation, and
+//! growing the latest allocation (a `Vec` being pushed to) happens in place. The allocator
+//! counts the allocations that are live, and when none is left it starts again from the
+//! beginning of the heap: that is at the end of every call, once the host has taken the
+//! answer (the canonical ABI's post-return frees it, and the view went when `allocate`
+//! returned), so an instance the host keeps for the next call (see
+//! `runtime/policy/src/slot.rs`) uses the same memory again, and a fresh one starts as
+//! before. A policy that kept an allocation would make the heap grow at every call,
+//! until the host's memory cap ends the instance (and the host makes a fresh one). The
+//! heap starts where the linker put the end of the stack and static
 //! data (`__heap_base`), so the memory the component starts with is used first. The DRF is
 //! linked with 4 MiB of it (see `build.rs`), enough for a cycle of 10,000 agents, so such a
 //! cycle never grows its memory; growing costs the host an `mprotect` to open the new
@@ -29,6 +35,9 @@ pub struct Bump {
     /// The first free byte, and the end of memory (0 before the first allocation).
     next: Cell<usize>,
     end: Cell<usize>,
+    /// Where the heap begins (`__heap_base`), and the allocations not yet freed.
+    base: Cell<usize>,
+    live: Cell<usize>,
 }
 
 // A wasm32-unknown-unknown policy has one thread.
@@ -39,6 +48,8 @@ impl Bump {
         Bump {
             next: Cell::new(0),
             end: Cell::new(0),
+            base: Cell::new(0),
+            live: Cell::new(0),
         }
     }
 
@@ -47,6 +58,7 @@ impl Bump {
         if self.end.get() == 0 {
             // Only the address of the linker's symbol is taken (safe for an extern static).
             let base = core::ptr::addr_of!(__heap_base) as usize;
+            self.base.set(base);
             self.next.set(base);
             self.end.set(wasm32::memory_size(0) * PAGE);
         }
@@ -75,6 +87,7 @@ unsafe impl GlobalAlloc for Bump {
         match start.checked_add(layout.size()) {
             Some(end) if self.reserve(end) => {
                 self.next.set(end);
+                self.live.set(self.live.get() + 1);
                 start as *mut u8
             }
             _ => core::ptr::null_mut(),
@@ -82,7 +95,11 @@ unsafe impl GlobalAlloc for Bump {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if ptr as usize + layout.size() == self.next.get() {
+        let live = self.live.get().saturating_sub(1);
+        self.live.set(live);
+        if live == 0 {
+            self.next.set(self.base.get());
+        } else if ptr as usize + layout.size() == self.next.get() {
             self.next.set(ptr as usize);
         }
     }
@@ -102,8 +119,12 @@ unsafe impl GlobalAlloc for Bump {
         let new =
             unsafe { self.alloc(Layout::from_size_align_unchecked(new_size, layout.align())) };
         if !new.is_null() {
-            // SAFETY: both blocks are live and distinct; the copy fits both.
-            unsafe { core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size)) };
+            // SAFETY: both blocks are live and distinct; the copy fits both. The old block
+            // is then freed (it is not the latest, so only its count goes).
+            unsafe {
+                core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
         }
         new
     }

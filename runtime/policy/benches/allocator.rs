@@ -118,8 +118,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let slot = AllocatorSlot::new(&host, "allocator");
     let drf = std::fs::read(fixtures::DRF)?;
     slot.swap(&drf, "bench")?;
-    // What every wasm cycle pays besides the policy's own work, measured before any large
-    // cycle has run (see below for after).
+    // What every wasm cycle pays besides the policy's own work (the slot keeps the
+    // instance from one cycle to the next), measured before any large cycle has run and
+    // after.
     let empty = AllocatorView::default();
     let fixed_fresh = time(runs, || slot.allocate(&empty));
 
@@ -129,7 +130,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &[(1_000, 100), (10_000, 1_000), (50_000, 6_000)]
     };
     println!(
-        "allocation cycle, median of {runs}, native and wasm in turns (wasm: view copy + instantiate + call + validation)"
+        "allocation cycle, median of {runs}, native and wasm in turns (wasm: view copy + call + validation)"
     );
     println!(
         "{:>16} {:>8} {:>12} {:>12} {:>7} {:>14}",
@@ -160,17 +161,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // The same after the large cycles, and the cost of copying the agents into the guest
-    // (three columns of 10,000 integers, one block copy each). A pooled instance's pages
-    // stay resident from one call to the next, and every call resets all of them (the
-    // kernel reports pages present, not pages written since the last reset): after a cycle
-    // of 50,000 agents, that is every page of the 4 MiB a DRF instance starts with.
+    // (three columns of 10,000 integers, one block copy each). A kept instance is not
+    // reset between cycles, so the large cycles leave nothing to pay for later.
     let mut agents_only = view(10_000, 1_000);
     agents_only.frameworks.clear();
     agents_only.filters.clear();
     let fixed = time(runs, || slot.allocate(&empty));
     let agents = time(runs, || slot.allocate(&agents_only));
     println!(
-        "wasm fixed cost (empty view: instantiate, call, reset): median {} before the large cycles, {} after; a view of 10,000 agents and no frameworks: median {}",
+        "wasm fixed cost (empty view): median {} before the large cycles, {} after; a view of 10,000 agents and no frameworks: median {}",
         ms(fixed_fresh),
         ms(fixed),
         ms(agents)

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use corral_core::view::{AllocatorView, Offer, Resources};
 use wasmtime::component::Component;
+use wasmtime::Store;
 
 use crate::bindings::allocator::corral::policy::types as wit;
 use crate::bindings::allocator::AllocatorPre;
 use crate::error::{InvalidAnswer, PolicyError, SwapError};
-use crate::host::{HostInner, PolicyHost};
+use crate::host::{HostInner, PolicyHost, StoreState};
 use crate::slot::{Rollbacks, Slot, SwapRecord, World};
 
 pub(crate) struct AllocatorWorld;
@@ -19,10 +20,19 @@ impl World for AllocatorWorld {
     const NAME: &'static str = "allocator";
     const EXPORTS: &'static str =
         "an allocator exports `allocate`; a scheduler goes in a framework's slot, framework/NAME";
-    type Pre = AllocatorPre<crate::host::StoreState>;
+    const KEEP_WARM: bool = true;
+    type Pre = AllocatorPre<StoreState>;
+    type Instance = crate::bindings::allocator::Allocator;
 
     fn pre(host: &HostInner, component: &Component) -> wasmtime::Result<Self::Pre> {
         AllocatorPre::new(host.linker.instantiate_pre(component)?)
+    }
+
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<StoreState>,
+    ) -> wasmtime::Result<Self::Instance> {
+        pre.instantiate(store)
     }
 
     fn budget(host: &HostInner) -> Duration {
@@ -105,11 +115,13 @@ impl AllocatorSlot {
             .and_then(|v| v.clone())
             .unwrap_or_default();
         self.slot.swap(bytes, who, |slot, loaded| {
-            let offers = slot.run(loaded, |pre, store| {
-                pre.instantiate(&mut *store)?
-                    .call_allocate(&mut *store, &view)
+            let (offers, ran) = slot.run(loaded, |allocator, store| {
+                allocator.call_allocate(store, &view)
             })?;
-            check_wit(&view, &offers, &mut CheckScratch::default(), None).map_err(PolicyError::from)
+            check_wit(&view, &offers, &mut CheckScratch::default(), None)?;
+            // The first cycle on the new policy starts from the dry run's instance.
+            slot.keep_warm(loaded, ran);
+            Ok(())
         })
     }
 
@@ -139,10 +151,7 @@ impl AllocatorSlot {
         fill_wit(&mut wit_view, view);
         let wit_view = Arc::new(wit_view);
         let result = self.slot.call(
-            |pre, store| {
-                pre.instantiate(&mut *store)?
-                    .call_allocate(&mut *store, &wit_view)
-            },
+            |allocator, store| allocator.call_allocate(store, &wit_view),
             |offers| {
                 // Concurrent cycles (rare) each get their own scratch, made only then (a
                 // scratch draws its hash multiplier from the host's randomness).

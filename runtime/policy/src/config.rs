@@ -26,6 +26,12 @@ pub struct PolicyConfig {
     /// instance pool. More calls wait for a place. A call is milliseconds of CPU work, so a
     /// few per core suffice; 64 leaves room for many schedulers waiting on one allocator.
     pub concurrent_calls: u32,
+    /// How many policy instances the host keeps from one call to the next (see
+    /// `Warm` in `slot.rs`: the allocator's, when it imports nothing from WASI), each in a
+    /// place of the pool of its own. A warm instance spares its call the instantiation and
+    /// the reset of its memory; one per master suffices, 4 leaves room for tools and
+    /// tests that run several allocator slots.
+    pub warm_instances: u32,
     /// How much of a pooled instance's memory stays resident between calls (reset in
     /// place, only the pages a call wrote where the kernel can say which, rather than
     /// returned to the kernel). The wasm DRF uses about 3 MiB at 10,000 agents and 7 MiB
@@ -58,6 +64,7 @@ impl Default for PolicyConfig {
             scheduler_budget: Duration::from_millis(50),
             memory_limit: 256 << 20,
             concurrent_calls: 64,
+            warm_instances: 4,
             pool_keep_resident: 16 << 20,
             rollback_after: 3,
             probation_calls: 10,
@@ -85,6 +92,8 @@ pub enum ConfigError {
     MemoryLimit(usize),
     #[error("policy concurrent calls must be between 1 and 1024, got {0}")]
     ConcurrentCalls(u32),
+    #[error("policy warm instances must be at most 1024, got {0}")]
+    WarmInstances(u32),
     #[error("policy rollback-after and probation-calls must be at least 1")]
     Probation,
 }
@@ -117,6 +126,9 @@ impl PolicyConfig {
         }
         if self.concurrent_calls == 0 || self.concurrent_calls > 1024 {
             return Err(ConfigError::ConcurrentCalls(self.concurrent_calls));
+        }
+        if self.warm_instances > 1024 {
+            return Err(ConfigError::WarmInstances(self.warm_instances));
         }
         if self.rollback_after == 0 || self.probation_calls == 0 {
             return Err(ConfigError::Probation);

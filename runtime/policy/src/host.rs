@@ -28,6 +28,9 @@ pub(crate) struct HostInner {
     /// instance pool): a call waits here rather than fail on an exhausted pool.
     calls: Mutex<Calls>,
     call_done: Condvar,
+    /// Instances kept warm between calls, at most [`PolicyConfig::warm_instances`] (the
+    /// pool has that many places more than [`PolicyConfig::concurrent_calls`]).
+    warm: Mutex<u32>,
     /// Compiled components by digest (see [`HostInner::compile`]).
     compiled: Mutex<Vec<(String, Component)>>,
     /// Dropping this ends the ticker thread.
@@ -55,10 +58,10 @@ impl PolicyHost {
     pub fn new(config: PolicyConfig) -> Result<Self, HostError> {
         config.validate()?;
         let mut wasm = Config::new();
-        // Instances come from a pool: every call still gets a fresh instance (fresh memory,
-        // globals and tables), but from slots reused across calls, and the first
-        // `pool_keep_resident` bytes of a slot's memory are reset in place when the call
-        // ends instead of being returned to the kernel, so that the next call does not
+        // Instances come from a pool: a fresh instance (fresh memory, globals and tables)
+        // comes from a slot reused across instances, and the first
+        // `pool_keep_resident` bytes of a slot's memory are reset in place when its
+        // instance is dropped instead of being returned to the kernel, so that the next call does not
         // page-fault its memory in again. With the PAGEMAP_SCAN ioctl (Linux 6.7+) only
         // the slot's resident pages are reset, rather than all `pool_keep_resident` bytes:
         // it halves the cost of a call on an empty view (27 µs to 13 µs on a 2-core
@@ -66,7 +69,9 @@ impl PolicyHost {
         // any call since the slot was made, not only by this one (the kernel counts every
         // resident page as written): after one large call, every call on the slot resets
         // as much as that call touched, up to the size of its own memory.
-        let calls = config.concurrent_calls;
+        // Calls in flight, and instances kept warm between calls (see `slot::Warm`), which
+        // keep their memory as it is and are not reset.
+        let calls = config.concurrent_calls + config.warm_instances;
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(calls)
             .total_core_instances(calls.saturating_mul(16))
@@ -109,6 +114,7 @@ impl PolicyHost {
                 linker,
                 calls: Mutex::new(Calls::default()),
                 call_done: Condvar::new(),
+                warm: Mutex::new(0),
                 compiled: Mutex::new(Vec::new()),
                 _ticker: stop,
             }),
@@ -195,6 +201,23 @@ impl HostInner {
         }
         calls.running += 1;
         CallPermit(self)
+    }
+
+    /// Takes one of the warm places, if one is left; see [`crate::slot::Warm`].
+    pub(crate) fn take_warm_place(&self) -> bool {
+        let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+        if *warm < self.config.warm_instances {
+            *warm += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Gives back a warm place.
+    pub(crate) fn release_warm_place(&self) {
+        let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+        *warm = warm.saturating_sub(1);
     }
 
     /// A fresh store for one call: memory cap, time budget, deny-all WASI, log budget.
@@ -366,6 +389,14 @@ pub(crate) struct StoreState {
 }
 
 impl StoreState {
+    /// Makes a kept store ready for its next call: the call's log budget and memory-cap
+    /// flag start again.
+    pub(crate) fn begin_call(&mut self) {
+        self.lines = 0;
+        self.dropped = 0;
+        self.limiter.hit = false;
+    }
+
     /// Log lines this call wrote past its budgets.
     pub(crate) fn finish_log(&self) {
         if self.dropped > 0 {

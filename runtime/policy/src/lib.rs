@@ -13,12 +13,17 @@
 //!   [`PolicyConfig::epoch_tick`].
 //! - One slot per policy: an [`AllocatorSlot`] for the cluster and one [`SchedulerSlot`]
 //!   per framework. A slot holds the active policy and its history ([`SwapRecord`]).
-//! - Every call instantiates the policy afresh (microseconds, from a pre-instantiated
-//!   component, into a slot of the engine's instance pool whose memory is zeroed between
-//!   calls) in a store with a memory cap and a time budget, so no state survives a call:
-//!   a policy is a function of its view and a swap loses nothing. A policy that imports WASI
-//!   gets a deny-all context (no files, sockets, environment; clocks that stand still;
-//!   seeded randomness), so the same view always gives the same answer.
+//! - A call runs in a store with a memory cap and a time budget. A scheduler's call
+//!   instantiates the policy afresh (microseconds, from a pre-instantiated component, into
+//!   a slot of the engine's instance pool whose memory is zeroed between calls). The
+//!   allocator keeps the instance of its last valid answer for the next cycle, when the
+//!   policy imports nothing from WASI: that spares a cycle the instantiation and the reset
+//!   of the memory it touched (a failed call's instance is dropped, and a trap in a kept
+//!   instance is retried in a fresh one; see `slot::Warm`). The host owns the state that
+//!   matters, so a policy is a function of its view and a swap loses nothing; a policy
+//!   must not count on memory it keeps from one call to the next. A policy that imports
+//!   WASI gets a deny-all context (no files, sockets, environment; clocks that stand
+//!   still; seeded randomness), so the same view always gives the same answer.
 //! - Every answer is validated before it is returned ([`check_offers`],
 //!   [`scheduler::check_decisions`]). A trap, a timeout, the memory cap or an invalid answer
 //!   discards the call's result, is returned as a [`PolicyError`] and counted against the

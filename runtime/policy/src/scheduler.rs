@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wasmtime::component::Component;
+use wasmtime::Store;
 
 pub use crate::bindings::allocator::corral::policy::types::{
     Check, Decision, Decline, Demand, HealthCheck, HttpCheck, KeyValue, Launch, NetworkMode,
@@ -18,7 +19,7 @@ pub use crate::bindings::allocator::corral::policy::types::{
 
 use crate::bindings::scheduler::SchedulerPre;
 use crate::error::{InvalidAnswer, PolicyError, SwapError};
-use crate::host::{HostInner, PolicyHost};
+use crate::host::{HostInner, PolicyHost, StoreState};
 use crate::slot::{Loaded, Rollbacks, Slot, SwapRecord, World};
 
 pub(crate) struct SchedulerWorld;
@@ -27,10 +28,21 @@ impl World for SchedulerWorld {
     const NAME: &'static str = "scheduler";
     const EXPORTS: &'static str =
         "a scheduler exports `schedule` and `status`; an allocator goes in the `allocator` slot";
-    type Pre = SchedulerPre<crate::host::StoreState>;
+    /// A scheduler's calls are small and spread over many frameworks' slots: each gets a
+    /// fresh instance.
+    const KEEP_WARM: bool = false;
+    type Pre = SchedulerPre<StoreState>;
+    type Instance = crate::bindings::scheduler::Scheduler;
 
     fn pre(host: &HostInner, component: &Component) -> wasmtime::Result<Self::Pre> {
         SchedulerPre::new(host.linker.instantiate_pre(component)?)
+    }
+
+    fn instantiate(
+        pre: &Self::Pre,
+        store: &mut Store<StoreState>,
+    ) -> wasmtime::Result<Self::Instance> {
+        pre.instantiate(store)
     }
 
     fn budget(host: &HostInner) -> Duration {
@@ -119,10 +131,7 @@ impl SchedulerSlot {
     /// As [`SchedulerSlot::schedule`].
     pub fn schedule_shared(&self, view: Arc<SchedulerView>) -> Result<Vec<Decision>, PolicyError> {
         let result = self.slot.call(
-            |pre, store| {
-                pre.instantiate(&mut *store)?
-                    .call_schedule(&mut *store, &view)
-            },
+            |scheduler, store| scheduler.call_schedule(store, &view),
             |decisions| {
                 check_decisions(&view, &decisions)?;
                 Ok(decisions)
@@ -156,10 +165,7 @@ impl SchedulerSlot {
         updates: &[TaskStatus],
     ) -> Result<Vec<Decision>, PolicyError> {
         let result = self.slot.call(
-            |pre, store| {
-                pre.instantiate(&mut *store)?
-                    .call_status(&mut *store, &view, updates)
-            },
+            |scheduler, store| scheduler.call_status(store, &view, updates),
             |decisions| {
                 check_decisions(&view, &decisions)?;
                 Ok(decisions)
@@ -248,9 +254,8 @@ fn dry_run(
     loaded: &Loaded<SchedulerWorld>,
     view: &SchedulerView,
 ) -> Result<Option<String>, PolicyError> {
-    let decisions = slot.run(loaded, |pre, store| {
-        pre.instantiate(&mut *store)?
-            .call_schedule(&mut *store, view)
+    let (decisions, _) = slot.run(loaded, |scheduler, store| {
+        scheduler.call_schedule(store, view)
     })?;
     check_decisions(view, &decisions)?;
     Ok(decisions.into_iter().find_map(|d| match d {
