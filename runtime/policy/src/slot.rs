@@ -139,6 +139,8 @@ pub(crate) struct Loaded<W: World> {
     pub(crate) pre: W::Pre,
     /// The instance the latest successful call answered from, for the next call.
     warm: Mutex<Option<Warm<W>>>,
+    /// Whether a call that failed in a kept instance was made again in a fresh one.
+    retried_fresh: AtomicBool,
     pub(crate) digest: String,
     needs_wasi: bool,
     log: Arc<LogSink>,
@@ -277,6 +279,7 @@ impl<W: World> Slot<W> {
                 let loaded = Loaded {
                     pre,
                     warm: Mutex::new(None),
+                    retried_fresh: AtomicBool::new(false),
                     digest: digest.clone(),
                     needs_wasi,
                     log: Arc::new(LogSink::new(&self.name, &digest, &host.config)),
@@ -385,7 +388,13 @@ impl<W: World> Slot<W> {
                 Err(e) => match self.classify(&store, &e) {
                     timeout @ PolicyError::Timeout { .. } => return Err(timeout),
                     error => {
-                        tracing::debug!(slot = %self.name, policy = %short(&loaded.digest), %error, "policy failed in a kept instance; calling a fresh one");
+                        // Said once per version: a policy that leans on a fresh instance
+                        // costs two calls whenever this happens, and its author should know.
+                        if loaded.retried_fresh.swap(true, Ordering::Relaxed) {
+                            tracing::debug!(slot = %self.name, policy = %short(&loaded.digest), %error, "policy failed in a kept instance; calling a fresh one");
+                        } else {
+                            tracing::warn!(slot = %self.name, policy = %short(&loaded.digest), %error, "policy failed in a kept instance; calling a fresh one (it may keep memory or state from one call to the next; said once per policy)");
+                        }
                         place = Some(kept);
                     }
                 },
