@@ -63,18 +63,18 @@ static bool filtered(const uint32_t *list, size_t lo, size_t hi, uint32_t agent)
   return false;
 }
 
-typedef corral_policy_types_resource_columns_t columns_t;
+typedef corral_policy_types_resource_list_t resource_list_t;
 
-// Entry `i` of resource columns.
-static res_t row(const columns_t *c, size_t i) {
-  res_t r = {c->cpus_milli.ptr[i], c->mem_mb.ptr[i], c->disk_mb.ptr[i]};
+// Entry `i` of a resource list (three numbers per entry).
+static res_t row(const resource_list_t *list, size_t i) {
+  res_t r = {list->ptr[3 * i], list->ptr[3 * i + 1], list->ptr[3 * i + 2]};
   return r;
 }
 
 void exports_allocator_allocate(allocator_allocator_view_t *view, allocator_offers_t *ret) {
   corral_policy_types_frameworks_t *fws = &view->frameworks;
   corral_policy_types_filters_t *filters = &view->filters;
-  size_t n_agents = view->agents.cpus_milli.len, n_roles = view->role_weights.len,
+  size_t n_agents = view->agents.len / 3, n_roles = view->role_weights.len,
          n_fws = fws->role.len, n_filters = filters->framework.len;
   const double *weights = view->role_weights.ptr;
   res_t total = view->total;
@@ -187,19 +187,17 @@ void exports_allocator_allocate(allocator_allocator_view_t *view, allocator_offe
     role_key[role] = dominant_share(&role_alloc[role], &total) / weights[role];
   }
 
-  // The answer's columns.
+  // The answer's lists.
   uint32_t *agent = malloc((len + 1) * sizeof(uint32_t));
   uint32_t *framework = malloc((len + 1) * sizeof(uint32_t));
-  uint64_t *cpus = malloc((len + 1) * sizeof(uint64_t));
-  uint64_t *mem = malloc((len + 1) * sizeof(uint64_t));
-  uint64_t *disk = malloc((len + 1) * sizeof(uint64_t));
-  if (!agent || !framework || !cpus || !mem || !disk) abort();
+  uint64_t *resources = malloc((3 * len + 1) * sizeof(uint64_t));
+  if (!agent || !framework || !resources) abort();
   for (size_t k = 0; k < len; k++) {
     agent[k] = offers[k].agent;
     framework[k] = offers[k].framework;
-    cpus[k] = offers[k].resources.cpus_milli;
-    mem[k] = offers[k].resources.mem_mb;
-    disk[k] = offers[k].resources.disk_mb;
+    resources[3 * k] = offers[k].resources.cpus_milli;
+    resources[3 * k + 1] = offers[k].resources.mem_mb;
+    resources[3 * k + 2] = offers[k].resources.disk_mb;
   }
 
   free(free_); free(fw_alloc); free(role_alloc); free(wanted); free(cursor); free(last_offer);
@@ -207,7 +205,5 @@ void exports_allocator_allocate(allocator_allocator_view_t *view, allocator_offe
   allocator_allocator_view_free(view);
   ret->agent = (allocator_list_u32_t){agent, len};
   ret->framework = (allocator_list_u32_t){framework, len};
-  ret->resources.cpus_milli = (allocator_list_u64_t){cpus, len};
-  ret->resources.mem_mb = (allocator_list_u64_t){mem, len};
-  ret->resources.disk_mb = (allocator_list_u64_t){disk, len};
+  ret->resources = (resource_list_t){resources, 3 * len};
 }

@@ -14,7 +14,8 @@
 //! are in range by construction, and each check reloaded the vector's length from memory:
 //! without them the main loop's cycle of 1,000 agents × 100 frameworks takes about 2%
 //! less). The view comes in columns (see
-//! `wit/policy.wit`) and is turned into rows once; the offers go out in columns.
+//! `wit/policy.wit`), whose resource lists are taken as records where they lie; the offers
+//! go out in columns.
 
 mod bump;
 
@@ -26,7 +27,7 @@ wit_bindgen::generate!({
     world: "allocator",
 });
 
-use corral::policy::types::{Filters, ResourceColumns, Resources};
+use corral::policy::types::{Filters, Resources};
 
 struct Drf;
 
@@ -278,30 +279,47 @@ impl Totals {
     }
 }
 
-/// The rows of resource columns. The host makes the view, so its columns have one length.
-#[inline(never)]
-fn rows(c: &ResourceColumns) -> Vec<Resources> {
-    c.cpus_milli
-        .iter()
-        .zip(&c.mem_mb)
-        .zip(&c.disk_mb)
-        .map(|((&cpus_milli, &mem_mb), &disk_mb)| Resources {
-            cpus_milli,
-            mem_mb,
-            disk_mb,
-        })
-        .collect()
+// A `resources` record is three `u64`s in a row (wit-bindgen makes it `#[repr(C)]`), as a
+// resource list holds them (see `resource-list` in `wit/policy.wit`).
+const _: () =
+    assert!(core::mem::size_of::<Resources>() == 24 && core::mem::align_of::<Resources>() == 8);
+
+/// A resource list as the records it holds, without a copy (the list's memory becomes the
+/// records' vector). The host makes the view, so the list holds whole records; a list that
+/// did not would be copied, its last partial record left out.
+fn records(list: Vec<u64>) -> Vec<Resources> {
+    if !list.len().is_multiple_of(3) || !list.capacity().is_multiple_of(3) {
+        return records_of(&list).to_vec();
+    }
+    let mut list = core::mem::ManuallyDrop::new(list);
+    // SAFETY: the memory holds `capacity / 3` records of `Resources`' layout (the
+    // assertion above), `len / 3` of them written; its allocation had the layout of
+    // `capacity` `u64`s, which is that of `capacity / 3` records, so the vector frees it
+    // as it was made.
+    unsafe {
+        Vec::from_raw_parts(
+            list.as_mut_ptr().cast::<Resources>(),
+            list.len() / 3,
+            list.capacity() / 3,
+        )
+    }
+}
+
+/// A resource list as a slice of the records it holds (whole records only).
+fn records_of(list: &[u64]) -> &[Resources] {
+    // SAFETY: as in `records`: `len / 3` records of `Resources`' layout, aligned as `u64`.
+    unsafe { core::slice::from_raw_parts(list.as_ptr().cast::<Resources>(), list.len() / 3) }
 }
 
 impl Guest for Drf {
-    fn allocate(view: AllocatorView) -> Offers {
+    fn allocate(mut view: AllocatorView) -> Offers {
+        let mut free = records(core::mem::take(&mut view.agents));
+        let mut fw_alloc = records(core::mem::take(&mut view.frameworks.allocated));
         let fws = &view.frameworks;
         let n_roles = view.role_weights.len();
         let n_fws = fws.role.len();
-        let mut free = rows(&view.agents);
-        let demands = rows(&fws.demand);
-        let (class, mut class_cursor) = demand_classes(&demands);
-        let mut fw_alloc = rows(&fws.allocated);
+        let demands = records_of(&fws.demand);
+        let (class, mut class_cursor) = demand_classes(demands);
         let mut role_alloc = vec![ZERO; n_roles];
         for (&role, allocated) in fws.role.iter().zip(&fw_alloc) {
             if let Some(r) = role_alloc.get_mut(role as usize) {
@@ -373,7 +391,7 @@ impl Guest for Drf {
             };
             let fw = *at(at(&members, role).as_slice(), local);
             let f = fw as usize;
-            let demand = *at(&demands, f);
+            let demand = *at(demands, f);
             let whole = is_zero(&demand);
             // Agents before the class cursor have no room for this demand (free resources
             // only shrink); the scan moves it on over a run of agents without room.
@@ -439,7 +457,7 @@ impl Guest for Drf {
     }
 }
 
-/// The agents each framework has filtered at `now_ms`, sorted. This, [`rows`] and
+/// The agents each framework has filtered at `now_ms`, sorted. This and
 /// [`columns`] are not inlined: the host compiles a few small functions faster than one
 /// big one (it compiles the policy at every swap).
 #[inline(never)]
@@ -463,42 +481,36 @@ fn active_filters(filters: &Filters, now_ms: u64, n_fws: usize) -> Vec<Vec<u32>>
     filtered
 }
 
-/// The answer's columns, from `(agent, framework, resources)` rows, in one loop that
-/// writes all five.
+/// The answer's lists, from `(agent, framework, resources)` rows, in one loop that writes
+/// all three.
 #[inline(never)]
 fn columns(offers: &[(u32, u32, Resources)]) -> Offers {
     let n = offers.len();
     let mut agent: Vec<u32> = Vec::with_capacity(n);
     let mut framework: Vec<u32> = Vec::with_capacity(n);
-    let mut cpus_milli: Vec<u64> = Vec::with_capacity(n);
-    let mut mem_mb: Vec<u64> = Vec::with_capacity(n);
-    let mut disk_mb: Vec<u64> = Vec::with_capacity(n);
+    let mut resources: Vec<u64> = Vec::with_capacity(3 * n);
     for (i, o) in offers.iter().enumerate() {
-        // SAFETY: `i < n`, the capacity of each column.
+        // SAFETY: `i < n`, and `3 * i + 2 < 3 * n`, within each list's capacity.
         unsafe {
             agent.as_mut_ptr().add(i).write(o.0);
             framework.as_mut_ptr().add(i).write(o.1);
-            cpus_milli.as_mut_ptr().add(i).write(o.2.cpus_milli);
-            mem_mb.as_mut_ptr().add(i).write(o.2.mem_mb);
-            disk_mb.as_mut_ptr().add(i).write(o.2.disk_mb);
+            let r = resources.as_mut_ptr().add(3 * i);
+            r.write(o.2.cpus_milli);
+            r.add(1).write(o.2.mem_mb);
+            r.add(2).write(o.2.disk_mb);
         }
     }
-    // SAFETY: the first `n` entries of each column are written.
+    // SAFETY: the first `n` entries of `agent` and `framework`, and `3 * n` of
+    // `resources`, are written.
     unsafe {
         agent.set_len(n);
         framework.set_len(n);
-        cpus_milli.set_len(n);
-        mem_mb.set_len(n);
-        disk_mb.set_len(n);
+        resources.set_len(3 * n);
     }
     Offers {
         agent,
         framework,
-        resources: ResourceColumns {
-            cpus_milli,
-            mem_mb,
-            disk_mb,
-        },
+        resources,
     }
 }
 

@@ -216,18 +216,20 @@ fn res(r: &Resources) -> wit::Resources {
     }
 }
 
-impl wit::ResourceColumns {
-    /// Makes the columns those of `items`, reusing their buffers.
-    fn fill<T>(&mut self, items: &[T], r: impl Fn(&T) -> &Resources) {
-        refill(&mut self.cpus_milli, items.iter().map(|i| r(i).cpus_milli));
-        refill(&mut self.mem_mb, items.iter().map(|i| r(i).mem_mb));
-        refill(&mut self.disk_mb, items.iter().map(|i| r(i).disk_mb));
+/// Makes `list` the resources of `items`, three numbers each (see `resource-list` in
+/// `wit/policy.wit`), reusing its buffer.
+fn fill_resources<T>(list: &mut Vec<u64>, items: &[T], r: impl Fn(&T) -> &Resources) {
+    list.clear();
+    list.reserve(items.len().saturating_mul(3));
+    for item in items {
+        let r = r(item);
+        list.extend_from_slice(&[r.cpus_milli, r.mem_mb, r.disk_mb]);
     }
+}
 
-    /// Entry `i`, which the caller has checked is in all three columns.
-    fn get(&self, i: usize) -> Resources {
-        Resources::new(self.cpus_milli[i], self.mem_mb[i], self.disk_mb[i])
-    }
+/// Entry `i` of a resource list, which the caller has checked holds it.
+fn resources_at(list: &[u64], i: usize) -> Resources {
+    Resources::new(list[3 * i], list[3 * i + 1], list[3 * i + 2])
 }
 
 /// The view as the guest sees it.
@@ -241,12 +243,12 @@ pub(crate) fn to_wit(view: &AllocatorView) -> wit::AllocatorView {
 fn fill_wit(w: &mut wit::AllocatorView, view: &AllocatorView) {
     w.now_ms = view.now_ms;
     w.total = res(&view.total);
-    w.agents.fill(&view.agents, |a| a);
+    fill_resources(&mut w.agents, &view.agents, |a| a);
     refill(&mut w.role_weights, view.roles.iter().map(|r| r.weight));
     let (fws, columns) = (&view.frameworks, &mut w.frameworks);
     refill(&mut columns.role, fws.iter().map(|f| f.role));
-    columns.allocated.fill(fws, |f| &f.allocated);
-    columns.demand.fill(fws, |f| &f.demand);
+    fill_resources(&mut columns.allocated, fws, |f| &f.allocated);
+    fill_resources(&mut columns.demand, fws, |f| &f.demand);
     refill(&mut columns.wanted, fws.iter().map(|f| f.wanted));
     refill(&mut columns.suppressed, fws.iter().map(|f| f.suppressed));
     let (filters, columns) = (&view.filters, &mut w.filters);
@@ -261,19 +263,6 @@ fn refill<T>(v: &mut Vec<T>, items: impl Iterator<Item = T>) {
     v.extend(items);
 }
 
-// Not derived: bindgen makes the type, and deriving `Default` for every generated type
-// fails on its enums.
-#[allow(clippy::derivable_impls)]
-impl Default for wit::ResourceColumns {
-    fn default() -> Self {
-        wit::ResourceColumns {
-            cpus_milli: Vec::new(),
-            mem_mb: Vec::new(),
-            disk_mb: Vec::new(),
-        }
-    }
-}
-
 impl Default for wit::AllocatorView {
     fn default() -> Self {
         wit::AllocatorView {
@@ -283,12 +272,12 @@ impl Default for wit::AllocatorView {
                 mem_mb: 0,
                 disk_mb: 0,
             },
-            agents: Default::default(),
+            agents: Vec::new(),
             role_weights: Vec::new(),
             frameworks: wit::Frameworks {
                 role: Vec::new(),
-                allocated: Default::default(),
-                demand: Default::default(),
+                allocated: Vec::new(),
+                demand: Vec::new(),
                 wanted: Vec::new(),
                 suppressed: Vec::new(),
             },
@@ -322,9 +311,9 @@ fn offers_to_wit(offers: &[Offer]) -> wit::Offers {
     let mut o = wit::Offers {
         agent: offers.iter().map(|o| o.agent).collect(),
         framework: offers.iter().map(|o| o.framework).collect(),
-        resources: Default::default(),
+        resources: Vec::new(),
     };
-    o.resources.fill(offers, |o| &o.resources);
+    fill_resources(&mut o.resources, offers, |o| &o.resources);
     o
 }
 
@@ -432,18 +421,12 @@ pub(crate) fn check_wit(
     } = scratch;
     let multiplier = *multiplier;
     let count = offers.agent.len();
-    let columns = &offers.resources;
-    let lengths = [
-        count,
-        offers.framework.len(),
-        columns.cpus_milli.len(),
-        columns.mem_mb.len(),
-        columns.disk_mb.len(),
-    ];
-    if lengths.iter().any(|&l| l != count) {
+    let resources = &offers.resources;
+    let lengths = [count, offers.framework.len(), resources.len()];
+    if lengths != [count, count, count.saturating_mul(3)] {
         return Err(InvalidAnswer::RaggedOffers { lengths });
     }
-    let agents = view.agents.cpus_milli.len();
+    let agents = view.agents.len() / 3;
     let frameworks = view.frameworks.role.len();
     if count > agents.saturating_mul(frameworks) {
         return Err(InvalidAnswer::TooManyOffers {
@@ -501,7 +484,7 @@ pub(crate) fn check_wit(
             let Some(&suppressed) = view.frameworks.suppressed.get(framework as usize) else {
                 break 'offers Err(InvalidAnswer::UnknownFramework { index, framework });
             };
-            let r = columns.get(index);
+            let r = resources_at(resources, index);
             if r.is_zero() {
                 break 'offers Err(InvalidAnswer::EmptyOffer { index });
             }
@@ -511,7 +494,7 @@ pub(crate) fn check_wit(
             let sum = &mut offered[a];
             *sum = sum.saturating_add(&r);
             summed = index + 1;
-            if !view.agents.get(a).contains(sum) {
+            if !resources_at(&view.agents, a).contains(sum) {
                 break 'offers Err(InvalidAnswer::NotFree { agent });
             }
             let last = &mut last_agent[framework as usize];
@@ -845,28 +828,18 @@ mod tests {
     #[test]
     fn offer_lists_of_different_lengths_are_rejected() {
         let v = to_wit(&view());
-        let column = |n: usize| vec![1; n];
         let offers = wit::Offers {
             agent: vec![0, 1],
             framework: vec![0, 0],
-            resources: wit::ResourceColumns {
-                cpus_milli: column(2),
-                mem_mb: column(1),
-                disk_mb: vec![0; 2],
-            },
+            resources: vec![1, 1, 0, 1, 0],
         };
         assert_eq!(
             check_wit(&v, &offers, &mut CheckScratch::default(), None),
-            Err(InvalidAnswer::RaggedOffers {
-                lengths: [2, 2, 2, 1, 2]
-            })
+            Err(InvalidAnswer::RaggedOffers { lengths: [2, 2, 5] })
         );
-        // The same offers with columns of one length are valid.
+        // The same offers with three resources each are valid.
         let offers = wit::Offers {
-            resources: wit::ResourceColumns {
-                mem_mb: column(2),
-                ..offers.resources
-            },
+            resources: vec![1, 1, 0, 1, 1, 0],
             ..offers
         };
         let mut rows = Vec::new();

@@ -23,8 +23,8 @@ pub enum PolicyError {
 /// Why an answer was rejected by the host's validation.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum InvalidAnswer {
-    #[error("the answer's offer lists differ in length (agent, framework, cpus-milli, mem-mb, disk-mb: {lengths:?})")]
-    RaggedOffers { lengths: [usize; 5] },
+    #[error("the answer's offer lists do not match (agent, framework and resources have {lengths:?} entries; resources needs three per offer)")]
+    RaggedOffers { lengths: [usize; 3] },
     #[error("{count} offers for {agents} agents × {frameworks} frameworks")]
     TooManyOffers {
         count: usize,
