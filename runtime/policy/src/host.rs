@@ -59,9 +59,9 @@ impl PolicyHost {
         config.validate()?;
         let mut wasm = Config::new();
         // Instances come from a pool: a fresh instance (fresh memory, globals and tables)
-        // comes from a slot reused across instances, and the first
-        // `pool_keep_resident` bytes of a slot's memory are reset in place when its
-        // instance is dropped instead of being returned to the kernel, so that the next call does not
+        // comes from a slot reused across instances, and the first `pool_keep_resident`
+        // bytes of a slot's memory are reset in place when its instance is dropped
+        // instead of being returned to the kernel, so that the next instance does not
         // page-fault its memory in again. With the PAGEMAP_SCAN ioctl (Linux 6.7+) only
         // the slot's resident pages are reset, rather than all `pool_keep_resident` bytes:
         // it halves the cost of a call on an empty view (27 µs to 13 µs on a 2-core

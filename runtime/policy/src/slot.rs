@@ -109,8 +109,8 @@ pub(crate) struct Warm<W: World> {
     place: WarmPlace,
 }
 
-/// A call that answered: its store and instance, and whether they were warm already
-/// (then they hold a warm place). Holds the call's place in the pool until it is dropped
+/// A call that answered: its store and instance, and the warm place they hold if they
+/// had one (see [`Slot::run`]). Holds the call's place in the pool until it is dropped
 /// or kept warm.
 pub(crate) struct Ran<'h, W: World> {
     store: Store<StoreState>,
@@ -455,13 +455,14 @@ impl<W: World> Slot<W> {
         }) else {
             return;
         };
-        let mut warm = lock(&loaded.warm);
-        // Of two concurrent calls, the later to finish keeps its instance.
-        *warm = Some(Warm {
+        // Of two concurrent calls, the later to finish keeps its instance; the other is
+        // dropped here, out of the lock.
+        let replaced = lock(&loaded.warm).replace(Warm {
             store,
             instance,
             place,
         });
+        drop(replaced);
     }
 
     /// Runs one call on the active policy and validates its answer with `check`; counts

@@ -247,45 +247,50 @@ fn wasi_is_deny_all_and_deterministic() {
     );
 }
 
-#[test]
-fn an_allocator_keeps_its_instance_between_calls_until_one_fails() {
-    // A host of its own, so that no other test holds its warm place.
-    let own = corral_policy::PolicyHost::new(corral_policy::PolicyConfig {
-        warm_instances: 1,
-        ..corral_policy::PolicyConfig::default()
-    })
-    .expect("host");
+/// A slot of a host of its own (so that no other test holds its warm places), with the
+/// `instance-reuse` fixture loaded. The swap's dry run is the fixture's first call.
+fn instance_reuse_slot(config: corral_policy::PolicyConfig) -> AllocatorSlot {
+    let own = corral_policy::PolicyHost::new(config).expect("host");
     let slot = AllocatorSlot::new(&own, "allocator");
-    // The swap's dry run is the instance's first call: the first cycle is its second.
     slot.swap(&policy(fixtures::INSTANCE_REUSE), "test")
         .expect("loads");
+    slot
+}
+
+/// What the fixture answers in an instance that answered before (`now-ms` even).
+fn offers_an_unknown_agent<T: std::fmt::Debug>(r: &Result<T, PolicyError>) -> bool {
+    matches!(
+        r,
+        Err(PolicyError::Invalid(InvalidAnswer::UnknownAgent { .. }))
+    )
+}
+
+#[test]
+fn an_allocator_keeps_its_instance_between_calls_until_one_fails() {
+    let slot = instance_reuse_slot(corral_policy::PolicyConfig {
+        warm_instances: 1,
+        ..corral_policy::PolicyConfig::default()
+    });
     let mut view = busy_view();
     view.now_ms = 2_000;
-    let unknown = |r: &Result<_, PolicyError>| {
-        matches!(
-            r,
-            Err(PolicyError::Invalid(InvalidAnswer::UnknownAgent { .. }))
-        )
-    };
     let reused = slot.allocate(&view);
     assert!(
-        unknown(&reused),
+        offers_an_unknown_agent(&reused),
         "the cycle after the dry run runs in the dry run's instance: {reused:?}"
     );
     // The instance that answered wrong is gone: the next cycle gets a fresh one, which
     // is kept for the cycle after.
     slot.allocate(&view).expect("a fresh instance answers");
-    assert!(unknown(&slot.allocate(&view)), "the fresh instance is kept");
+    assert!(
+        offers_an_unknown_agent(&slot.allocate(&view)),
+        "the fresh instance is kept"
+    );
 
     // Without a warm place, every call gets a fresh instance.
-    let none = corral_policy::PolicyHost::new(corral_policy::PolicyConfig {
+    let slot = instance_reuse_slot(corral_policy::PolicyConfig {
         warm_instances: 0,
         ..corral_policy::PolicyConfig::default()
-    })
-    .expect("host");
-    let slot = AllocatorSlot::new(&none, "allocator");
-    slot.swap(&policy(fixtures::INSTANCE_REUSE), "test")
-        .expect("loads");
+    });
     for _ in 0..3 {
         slot.allocate(&view).expect("a fresh instance every call");
     }
@@ -293,15 +298,11 @@ fn an_allocator_keeps_its_instance_between_calls_until_one_fails() {
 
 #[test]
 fn a_policy_that_fills_its_kept_instance_is_called_again_in_a_fresh_one() {
-    let own = corral_policy::PolicyHost::new(corral_policy::PolicyConfig {
+    let slot = instance_reuse_slot(corral_policy::PolicyConfig {
         warm_instances: 1,
         memory_limit: 8 << 20,
         ..corral_policy::PolicyConfig::default()
-    })
-    .expect("host");
-    let slot = AllocatorSlot::new(&own, "allocator");
-    slot.swap(&policy(fixtures::INSTANCE_REUSE), "test")
-        .expect("loads");
+    });
     // A megabyte kept per call: a kept instance reaches the 8 MiB cap every few calls.
     let mut view = busy_view();
     view.now_ms = 2_001;
@@ -313,8 +314,5 @@ fn a_policy_that_fills_its_kept_instance_is_called_again_in_a_fresh_one() {
     assert_eq!((record.calls, record.errors), (40, 0), "{record:?}");
     // Even `now-ms` again: the instance the last call left is kept and answers wrong.
     view.now_ms = 2_000;
-    assert!(matches!(
-        slot.allocate(&view),
-        Err(PolicyError::Invalid(InvalidAnswer::UnknownAgent { .. }))
-    ));
+    assert!(offers_an_unknown_agent(&slot.allocate(&view)));
 }
