@@ -195,6 +195,11 @@ fn run() -> Result<()> {
             core.join("examples/instance_reuse.wasm"),
         ),
         (
+            "OLD_WIT",
+            "Hostile: built against an earlier version of the WIT package.",
+            core.join("examples/old_wit.wasm"),
+        ),
+        (
             "BAD_IMPORT",
             "Hostile: imports a function the host does not provide.",
             core.join("examples/bad_import.wasm"),

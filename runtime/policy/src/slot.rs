@@ -268,6 +268,17 @@ impl<W: World> Slot<W> {
                         if message.contains("no export") {
                             message = format!("{message} ({})", W::EXPORTS);
                         }
+                        let version = crate::WIT_PACKAGE.rsplit('@').next().unwrap_or("");
+                        if message.contains("corral:policy/")
+                            && !message.contains(&format!("@{version}"))
+                        {
+                            message = format!(
+                                "{message} (the component was built against another version \
+                                 of the WIT package; this host speaks {}: build it again \
+                                 against `wit/policy.wit`)",
+                                crate::WIT_PACKAGE
+                            );
+                        }
                         SwapError::World {
                             digest: digest.clone(),
                             world: W::NAME,

@@ -48,7 +48,7 @@ fn good_slot(name: &str) -> (AllocatorSlot, String) {
 #[test]
 fn hostile_policies_are_rejected_by_their_dry_run() {
     type Expect = fn(&SwapError) -> bool;
-    let cases: [(&str, Expect); 6] = [
+    let cases: [(&str, Expect); 7] = [
         (fixtures::ENDLESS_LOOP, |e| {
             matches!(
                 e,
@@ -100,6 +100,11 @@ fn hostile_policies_are_rejected_by_their_dry_run() {
         (fixtures::BAD_IMPORT, |e| {
             matches!(e, SwapError::World { .. })
         }),
+        (fixtures::OLD_WIT, |e| {
+            matches!(e, SwapError::World { message, .. }
+                if message.contains("corral:policy/log@0.1.0")
+                    && message.contains("another version of the WIT package"))
+        }),
     ];
     let (slot, good) = good_slot("allocator");
     for (path, expected) in cases {
@@ -113,7 +118,7 @@ fn hostile_policies_are_rejected_by_their_dry_run() {
         assert_eq!(recorded, err.to_string());
     }
     let history = slot.history();
-    assert_eq!(history.len(), 7);
+    assert_eq!(history.len(), 8);
     assert_eq!(
         history
             .iter()
