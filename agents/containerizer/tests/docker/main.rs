@@ -139,7 +139,7 @@ async fn killed_sleep_ends_killed_within_its_grace_period() {
         &[
             "/bin/sh",
             "-c",
-            "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+            "trap 'exit 0' TERM; echo ready; while true; do sleep 0.1; done",
         ],
     );
     s.kill_grace_period_ms = 20_000;
@@ -147,6 +147,17 @@ async fn killed_sleep_ends_killed_within_its_grace_period() {
     h.c.launch(s, h.agent()).await.expect("launch");
     h.until_state(&id, TaskState::TaskRunning, Duration::from_secs(30))
         .await;
+    // Running is not yet trapping: a SIGTERM before the shell has run `trap` is ignored
+    // (the shell is PID 1), and the task then waits for the SIGKILL at the end of its
+    // grace period. On a loaded machine that happened.
+    let trapping = std::time::Instant::now();
+    while !h.logs(&id, LogOptions::default()).await.contains("ready") {
+        assert!(
+            trapping.elapsed() < Duration::from_secs(30),
+            "the task never said it was ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let asked = std::time::Instant::now();
     h.c.kill(&id, None).await.expect("kill");
     let last = h.terminal(&id, Duration::from_secs(30)).await;
