@@ -247,6 +247,19 @@ fn run() -> Result<()> {
     )?;
 
     fs::write(out.join("fixtures.rs"), consts)?;
+
+    // The package the host speaks, as `wit/policy.wit` names it.
+    let mut resolve = wit_parser::Resolve::default();
+    let (package, _) = resolve.push_path(&wit)?;
+    fs::write(
+        out.join("wit_package.rs"),
+        format!(
+            "/// The WIT package this host speaks (`package` in `wit/policy.wit`). A component\n\
+             /// built against another version does not fit its worlds, and is told so.\n\
+             pub const WIT_PACKAGE: &str = {:?};\n",
+            resolve.packages[package].name.to_string()
+        ),
+    )?;
     Ok(())
 }
 

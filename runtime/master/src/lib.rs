@@ -155,10 +155,12 @@ impl Master {
         let mut from_file = None;
         let first = match (&config.allocator, saved_allocator) {
             (Some(path), _) => corral_policy::read_component(path).and_then(|bytes| {
-                    let record = slot.swap(&bytes, "master start");
+                let record = slot.swap(&bytes, "master start")?;
+                if saved_allocator.is_none() || saved_digest != Some(record.digest.as_str()) {
                     from_file = Some(bytes);
-                    record
-                }),
+                }
+                Ok(record)
+            }),
             (None, Some(bytes)) => slot.swap(bytes, "restored").or_else(|e| {
                 tracing::warn!(error = %e, "the saved allocator does not load; using the built-in DRF");
                 slot.swap(corral_policy::builtin::DRF, "built-in")
@@ -175,9 +177,6 @@ impl Master {
             }
         };
         let first = first.map_err(|e| MasterError::Policy(e.to_string()))?;
-        if saved_allocator.is_some() && saved_digest == Some(first.digest.as_str()) {
-            from_file = None;
-        }
         tracing::info!(digest = %first.digest, "allocator loaded");
         let slots = restore_schedulers(&host, &loaded);
         let (n_agents, n_tasks, n_frameworks) = (

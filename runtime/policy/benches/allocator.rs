@@ -161,8 +161,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // The same after the large cycles, and the cost of copying the agents into the guest
-    // (three columns of 10,000 integers, one block copy each). A kept instance is not
-    // reset between cycles, so the large cycles leave nothing to pay for later.
+    // (one list of 30,000 integers, one block copy). A kept instance is not reset between
+    // cycles, so the large cycles leave nothing to pay for later.
     let mut agents_only = view(10_000, 1_000);
     agents_only.frameworks.clear();
     agents_only.filters.clear();

@@ -856,4 +856,59 @@ mod tests {
         v.now_ms = 11;
         assert_eq!(check_offers(&v, &[offer(1, 2, 1)]), Ok(()));
     }
+
+    /// A kept instance gives its memory back at the end of each cycle: with a cap of
+    /// 16 MiB, thirty cycles of 10,000 agents × 1,000 frameworks (about 3 MiB each) run in
+    /// one instance, none made again in a fresh one (as one that filled its memory would
+    /// be), and all answer as the native DRF does.
+    #[test]
+    fn a_kept_drf_instance_uses_the_same_memory_cycle_after_cycle() {
+        let host = PolicyHost::new(crate::PolicyConfig {
+            memory_limit: 16 << 20,
+            warm_instances: 2,
+            ..crate::PolicyConfig::default()
+        })
+        .expect("host");
+        let slots = [
+            ("rust", crate::fixtures::DRF),
+            ("c", crate::fixtures::DRF_C),
+        ]
+        .map(|(name, path)| {
+            let slot = AllocatorSlot::new(&host, name);
+            let bytes = std::fs::read(path).expect("built policy");
+            slot.swap(&bytes, "test").expect("loads");
+            (name, slot)
+        });
+        let agent = Resources::new(8_000, 16 << 10, 100);
+        let mut view = AllocatorView {
+            now_ms: 0,
+            total: Resources::new(8_000 * 10_000, (16 << 10) * 10_000, 100 * 10_000),
+            agents: vec![agent; 10_000],
+            roles: vec![Role { weight: 1.0 }; 10],
+            frameworks: (0..1_000u32)
+                .map(|i| Framework {
+                    role: i % 10,
+                    allocated: Resources::ZERO,
+                    demand: Resources::new(100 * (1 + u64::from(i) % 7), 256, 0),
+                    wanted: 10,
+                    suppressed: false,
+                })
+                .collect(),
+            filters: Vec::new(),
+        };
+        for cycle in 0..30u64 {
+            view.now_ms = cycle;
+            view.frameworks[cycle as usize].suppressed = true;
+            let expected = corral_core::drf::allocate(&view);
+            for (name, slot) in &slots {
+                let offers = slot
+                    .allocate(&view)
+                    .unwrap_or_else(|e| panic!("{name} DRF, cycle {cycle}: {e}"))
+                    .offers;
+                assert_eq!(offers, expected, "{name} DRF, cycle {cycle}");
+                let loaded = slot.slot.active().expect("active");
+                assert!(loaded.kept_throughout(), "{name} DRF, cycle {cycle}");
+            }
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! The shared engine, the epoch ticker and the per-call store.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -30,7 +31,7 @@ pub(crate) struct HostInner {
     call_done: Condvar,
     /// Instances kept warm between calls, at most [`PolicyConfig::warm_instances`] (the
     /// pool has that many places more than [`PolicyConfig::concurrent_calls`]).
-    warm: Mutex<u32>,
+    warm: AtomicU32,
     /// Compiled components by digest (see [`HostInner::compile`]).
     compiled: Mutex<Vec<(String, Component)>>,
     /// Dropping this ends the ticker thread.
@@ -114,7 +115,7 @@ impl PolicyHost {
                 linker,
                 calls: Mutex::new(Calls::default()),
                 call_done: Condvar::new(),
-                warm: Mutex::new(0),
+                warm: AtomicU32::new(0),
                 compiled: Mutex::new(Vec::new()),
                 _ticker: stop,
             }),
@@ -205,19 +206,17 @@ impl HostInner {
 
     /// Takes one of the warm places, if one is left; see [`crate::slot::Warm`].
     pub(crate) fn take_warm_place(&self) -> bool {
-        let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
-        if *warm < self.config.warm_instances {
-            *warm += 1;
-            true
-        } else {
-            false
-        }
+        let most = self.config.warm_instances;
+        self.warm
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < most).then_some(n + 1)
+            })
+            .is_ok()
     }
 
-    /// Gives back a warm place.
+    /// Gives back a warm place (taken by [`HostInner::take_warm_place`]).
     pub(crate) fn release_warm_place(&self) {
-        let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
-        *warm = warm.saturating_sub(1);
+        self.warm.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// A fresh store for one call: memory cap, time budget, deny-all WASI, log budget.
@@ -244,9 +243,19 @@ impl HostInner {
             },
         );
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(self.config.ticks(budget));
         store.epoch_deadline_trap();
+        self.begin_call(&mut store, budget);
         store
+    }
+
+    /// Makes a store ready for a call: its time budget, and its log budget and memory-cap
+    /// flag, start now (a kept store's again).
+    pub(crate) fn begin_call(&self, store: &mut Store<StoreState>, budget: Duration) {
+        let state = store.data_mut();
+        state.lines = 0;
+        state.dropped = 0;
+        state.limiter.hit = false;
+        store.set_epoch_deadline(self.config.ticks(budget));
     }
 }
 
@@ -389,14 +398,6 @@ pub(crate) struct StoreState {
 }
 
 impl StoreState {
-    /// Makes a kept store ready for its next call: the call's log budget and memory-cap
-    /// flag start again.
-    pub(crate) fn begin_call(&mut self) {
-        self.lines = 0;
-        self.dropped = 0;
-        self.limiter.hit = false;
-    }
-
     /// Log lines this call wrote past its budgets.
     pub(crate) fn finish_log(&self) {
         if self.dropped > 0 {

@@ -82,22 +82,7 @@ pub use host::{HostError, PolicyHost};
 pub use scheduler::SchedulerSlot;
 pub use slot::{digest, read_component, PolicyState, Rollbacks, SwapRecord};
 
-/// The WIT package this host speaks (`package` in `wit/policy.wit`). A component built
-/// against another version does not fit its worlds, and is told so.
-pub const WIT_PACKAGE: &str = "corral:policy@0.2.0";
-
-#[cfg(test)]
-mod wit_package {
-    #[test]
-    fn the_package_named_is_the_one_in_wit() {
-        let wit = include_str!("../../../wit/policy.wit");
-        assert!(
-            wit.lines()
-                .any(|l| l == format!("package {};", super::WIT_PACKAGE)),
-            "wit/policy.wit names another package than WIT_PACKAGE"
-        );
-    }
-}
+include!(concat!(env!("OUT_DIR"), "/wit_package.rs"));
 
 /// Paths of the policies built from `policies/` and `examples/` by this crate's build script
 /// (components, ready to load). For tests, benchmarks and a master's built-in defaults.

@@ -150,6 +150,15 @@ pub(crate) struct Loaded<W: World> {
     on_probation: AtomicBool,
 }
 
+impl<W: World> Loaded<W> {
+    /// Whether the latest call's instance is kept, and no call had to be made again in a
+    /// fresh instance.
+    #[cfg(test)]
+    pub(crate) fn kept_throughout(&self) -> bool {
+        lock(&self.warm).is_some() && !self.retried_fresh.load(Ordering::Relaxed)
+    }
+}
+
 struct Entry {
     digest: String,
     who: String,
@@ -382,8 +391,7 @@ impl<W: World> Slot<W> {
             place: kept,
         }) = warm
         {
-            store.data_mut().begin_call();
-            store.set_epoch_deadline(host.config.ticks(budget));
+            host.begin_call(&mut store, budget);
             let result = call(&instance, &mut store);
             store.data().finish_log();
             match result {

@@ -202,42 +202,6 @@ prop_compose! {
     }
 }
 
-/// A kept instance gives its memory back at the end of each cycle: with a cap of 16 MiB,
-/// thirty cycles of 10,000 agents × 1,000 frameworks (about 3 MiB each) on one instance
-/// all answer, as the native DRF does.
-#[test]
-fn a_kept_drf_instance_uses_the_same_memory_cycle_after_cycle() {
-    let own = corral_policy::PolicyHost::new(corral_policy::PolicyConfig {
-        memory_limit: 16 << 20,
-        warm_instances: 2,
-        ..corral_policy::PolicyConfig::default()
-    })
-    .expect("host");
-    let rust = corral_policy::AllocatorSlot::new(&own, "rust");
-    let c = corral_policy::AllocatorSlot::new(&own, "c");
-    rust.swap(&crate::policy(fixtures::DRF), "test")
-        .expect("loads");
-    c.swap(&crate::policy(fixtures::DRF_C), "test")
-        .expect("loads");
-    let agents = 10_000;
-    let frameworks: Vec<Framework> = (0..1_000)
-        .map(|i| framework(i % 10, Resources::new(100 * (1 + i as u64 % 7), 256, 0), 10))
-        .collect();
-    let mut view = simple_view(agents, Resources::new(8_000, 16 * GB, 100), frameworks);
-    for cycle in 0..30u64 {
-        view.now_ms = cycle;
-        view.frameworks[cycle as usize].suppressed = true;
-        let expected = native(&view);
-        for (name, slot) in [("rust", &rust), ("c", &c)] {
-            let offers = slot
-                .allocate(&view)
-                .unwrap_or_else(|e| panic!("{name} DRF, cycle {cycle}: {e}"))
-                .offers;
-            assert_eq!(offers, expected, "{name} DRF, cycle {cycle}");
-        }
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
