@@ -7,15 +7,15 @@
 //! of code): a bump allocator (see [`bump`]), demand classes found with a hash table and
 //! per-framework filter lists sorted with a heapsort, where the standard sort and allocator
 //! were two thirds of the code; a scan for room that skips a run of full agents in one
-//! tight loop. And two that make the compiled wasm quicker (Cranelift, which compiles it,
-//! does less than LLVM, which compiles the native one): shares divide by totals converted
-//! once per cycle and take the largest with selects, not branches; the loser trees replay
-//! their matches, and the main loop indexes its vectors, without bounds checks (the indices
-//! are in range by construction, and each check reloaded the vector's length from memory:
-//! without them the main loop's cycle of 1,000 agents × 100 frameworks takes about 2%
-//! less). The view comes in columns (see
-//! `wit/policy.wit`), whose resource lists are taken as records where they lie; the offers
-//! go out in columns.
+//! tight loop. And some that make the compiled wasm quicker (Cranelift, which compiles it,
+//! does less than LLVM, which compiles the native one, and checks the call's time budget at
+//! every loop turn): shares divide by totals converted once per cycle and take the largest
+//! with selects, not branches; the scan for room tries its first agent before it loops;
+//! the loser trees replay their matches, and the main loop indexes its vectors, without
+//! bounds checks (the indices are in range by construction, and each check reloaded the
+//! vector's length from memory: without them the main loop's cycle of 1,000 agents × 100
+//! frameworks takes about 2% less). The view comes in columns (see `wit/policy.wit`), whose
+//! resource lists are taken as records where they lie; the offers go out in columns.
 
 mod bump;
 
@@ -405,11 +405,16 @@ impl Guest for Drf {
                 // cycle of 10,000 agents × 1,000 frameworks (Cranelift keeps little in
                 // registers across this function's big loop).
                 // With room: anything free for a whole agent, or the demand (which, when
-                // not zero, implies something free): one loop for both.
-                let run = free[a..]
-                    .iter()
-                    .position(|r| contains(r, &demand) && !is_zero(r));
-                a = run.map_or(n_agents, |k| a + k);
+                // not zero, implies something free): one loop for both. The agent at `a`
+                // is tried before the loop, since it often has room (a framework's cursor
+                // stays on the agent it was last given): in the compiled wasm every turn
+                // of a loop, the first too, checks the call's time budget. The cycle of
+                // 1,000 agents × 100 frameworks took 3 to 4% less, and 10,000 × 1,000 6%.
+                let room = |r: &Resources| contains(r, &demand) && !is_zero(r);
+                if !room(at(&free, a)) {
+                    let run = free[a + 1..].iter().position(room);
+                    a = run.map_or(n_agents, |k| a + 1 + k);
+                }
                 if advance {
                     *at_mut(&mut class_cursor, c) = a;
                 }
