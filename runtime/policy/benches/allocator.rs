@@ -9,6 +9,12 @@ use corral_policy::{check_offers, fixtures, AllocatorSlot, PolicyConfig, PolicyH
 
 const RUNS: usize = 21;
 
+/// How long the cycles of one size are timed, at least (and `RUNS` runs at least): a
+/// small cycle (0.1 ms at 1,000 agents × 100 frameworks) is timed a thousand times or more,
+/// since the speed of a shared machine changes within milliseconds: 21 runs of it, 4 ms in
+/// all, gave ratios from 1.32× to 1.56× in two runs of the same build, a minute apart.
+const TIME_PER_SIZE: Duration = Duration::from_millis(500);
+
 /// A deterministic pseudo-random cluster: `agents` agents of mixed sizes, partly used;
 /// `frameworks` frameworks in `frameworks / 100 + 1` roles of weights 1 to 3, each wanting
 /// ten tasks of a small size; one filter per ten frameworks.
@@ -130,11 +136,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &[(1_000, 100), (10_000, 1_000), (50_000, 6_000)]
     };
     println!(
-        "allocation cycle, median of {runs}, native and wasm in turns (wasm: view copy + call + validation)"
+        "allocation cycle: the median of `runs` runs (at least {RUNS}, and {} ms in all), native and wasm in turns (wasm: view copy + call + validation)",
+        TIME_PER_SIZE.as_millis()
     );
     println!(
-        "{:>16} {:>8} {:>12} {:>12} {:>7} {:>14}",
-        "agents×fws", "offers", "native", "wasm", "ratio", "validate only"
+        "{:>16} {:>8} {:>6} {:>12} {:>12} {:>7} {:>14}",
+        "agents×fws", "offers", "runs", "native", "wasm", "ratio", "validate only"
     );
     for &(agents, frameworks) in sizes {
         let view = view(agents, frameworks);
@@ -143,16 +150,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if native_offers != wasm_offers {
             return Err(format!("wasm and native DRF disagree at {agents}×{frameworks}").into());
         }
+        // As many runs as fit in `TIME_PER_SIZE`, judged from one run of each.
+        let start = Instant::now();
+        std::hint::black_box(corral_core::drf::allocate(&view));
+        std::hint::black_box(slot.allocate(&view)?);
+        let pair = start.elapsed().max(Duration::from_micros(1));
+        let cycle_runs = if quick {
+            1
+        } else {
+            let fit = TIME_PER_SIZE.as_nanos() / pair.as_nanos();
+            usize::try_from(fit)
+                .unwrap_or(usize::MAX)
+                .clamp(RUNS, 20_001)
+        };
         let (native, wasm) = time_both(
-            runs,
+            cycle_runs,
             || corral_core::drf::allocate(&view),
             || slot.allocate(&view),
         );
         let validate = time(runs, || check_offers(&view, &native_offers));
         println!(
-            "{:>16} {:>8} {:>12} {:>12} {:>6.2}× {:>14}",
+            "{:>16} {:>8} {:>6} {:>12} {:>12} {:>6.2}× {:>14}",
             format!("{agents}×{frameworks}"),
             native_offers.len(),
+            cycle_runs,
             ms(native),
             ms(wasm),
             wasm.as_secs_f64() / native.as_secs_f64(),
