@@ -10,13 +10,13 @@
 //! tight loop. And some that make the compiled wasm quicker (Cranelift, which compiles it,
 //! does less than LLVM, which compiles the native one, and checks the call's time budget at
 //! every loop turn): shares divide by totals converted once per cycle and take the largest
-//! with selects, not branches; the scan for room tries its first agent before it loops,
-//! and then two agents a turn; the loser trees replay their matches, and the main loop
-//! indexes its vectors, without bounds checks (the indices are in range by construction,
-//! and each check reloaded the vector's length from memory: without them the main loop's
-//! cycle of 1,000 agents × 100 frameworks takes about 2% less). The view comes in columns
-//! (see `wit/policy.wit`), whose resource lists are taken as records where they lie; the
-//! offers go out in columns.
+//! with selects, not branches; the scan for room tries its first agent before it loops, and
+//! then two agents a turn; the loser trees replay their matches two levels a turn; the
+//! trees and the main loop index their vectors without bounds checks (the indices are in
+//! range by construction, and each check reloaded the vector's length from memory: without
+//! them the main loop's cycle of 1,000 agents × 100 frameworks takes about 2% less). The
+//! view comes in columns (see `wit/policy.wit`), whose resource lists are taken as records
+//! where they lie; the offers go out in columns.
 
 mod bump;
 
@@ -94,37 +94,51 @@ impl Tourney {
 
     /// Sets the winner's key, or makes it absent (`None`), and finds the new winner: one
     /// match per level, against the loser stored there, with selects rather than branches
-    /// (which way a match goes is unpredictable).
+    /// (which way a match goes is unpredictable); two levels a loop turn, which took about
+    /// 2% off a cycle of 1,000 agents × 100 frameworks (as in the scan for room below, a
+    /// loop turn in the compiled wasm checks the time budget).
     #[inline(always)]
     fn set_winner(&mut self, key: Option<f64>) {
         let mut cand = self.winner;
         let mut cand_key = key.map_or(ABSENT, f64::to_bits);
         self.keys[cand as usize] = cand_key;
         let mut child = self.leaves + cand as usize;
-        while child > 1 {
-            let node = child / 2;
-            // SAFETY: `cand < leaves`, so `1 <= node < leaves`; `losers` and `keys` have
-            // `leaves` entries, and every entry stored in the tree is below `leaves`.
-            unsafe {
-                let l = *self.losers.get_unchecked(node);
-                let l_key = *self.keys.get_unchecked(l as usize);
-                // The loser stored at `node` won the other side: it has the smaller index
-                // when that side is the left one (`child` is a right child), and then it
-                // wins a tie.
-                let l_wins = core::hint::select_unpredictable(
-                    child & 1 == 1,
-                    l_key <= cand_key,
-                    l_key < cand_key,
-                );
-                let (loser, winner, winner_key) =
-                    core::hint::select_unpredictable(l_wins, (cand, l, l_key), (l, cand, cand_key));
-                *self.losers.get_unchecked_mut(node) = loser;
-                cand = winner;
-                cand_key = winner_key;
-            }
-            child = node;
+        while child > 3 {
+            self.play(child, &mut cand, &mut cand_key);
+            self.play(child / 2, &mut cand, &mut cand_key);
+            child /= 4;
+        }
+        if child > 1 {
+            self.play(child, &mut cand, &mut cand_key);
         }
         self.winner = cand;
+    }
+
+    /// The match at `child`'s parent: the candidate `cand` (key `cand_key`), coming up
+    /// from `child`, against the loser stored there; the winner goes on as the candidate.
+    /// `child` is on the path up from a leaf and not the root: `2 <= child < 2 * leaves`.
+    #[inline(always)]
+    fn play(&mut self, child: usize, cand: &mut u32, cand_key: &mut u64) {
+        let node = child / 2;
+        // SAFETY: `1 <= node < leaves`; `losers` and `keys` have `leaves` entries, and
+        // every entry stored in the tree is below `leaves`.
+        unsafe {
+            let l = *self.losers.get_unchecked(node);
+            let l_key = *self.keys.get_unchecked(l as usize);
+            // The loser stored at `node` won the other side: it has the smaller index
+            // when that side is the left one (`child` is a right child), and then it
+            // wins a tie.
+            let l_wins = core::hint::select_unpredictable(
+                child & 1 == 1,
+                l_key <= *cand_key,
+                l_key < *cand_key,
+            );
+            let (loser, winner, winner_key) =
+                core::hint::select_unpredictable(l_wins, (*cand, l, l_key), (l, *cand, *cand_key));
+            *self.losers.get_unchecked_mut(node) = loser;
+            *cand = winner;
+            *cand_key = winner_key;
+        }
     }
 }
 
