@@ -232,14 +232,30 @@ fn run() -> Result<()> {
         emit(name, doc, &bytes)?;
     }
 
+    // The WIT package, parsed once: for the C bindings, and for the name the host speaks.
+    let mut resolve = wit_parser::Resolve::default();
+    let (package, _) = resolve.push_path(&wit)?;
+
     // C policies: the twin of the DRF allocator and the `hello` example scheduler.
-    let drf_c = build_c(&wit, "allocator", &policies.join("c/drf.c"), &out)?;
+    let drf_c = build_c(
+        &resolve,
+        package,
+        "allocator",
+        &policies.join("c/drf.c"),
+        &out,
+    )?;
     emit(
         "DRF_C",
         "Weighted DRF allocator (C, same decisions as `DRF`).",
         &drf_c,
     )?;
-    let hello = build_c(&wit, "scheduler", &examples.join("hello/hello.c"), &out)?;
+    let hello = build_c(
+        &resolve,
+        package,
+        "scheduler",
+        &examples.join("hello/hello.c"),
+        &out,
+    )?;
     emit(
         "HELLO",
         "The `hello` example: COUNT containers that echo a message, then complete (C).",
@@ -249,8 +265,6 @@ fn run() -> Result<()> {
     fs::write(out.join("fixtures.rs"), consts)?;
 
     // The package the host speaks, as `wit/policy.wit` names it.
-    let mut resolve = wit_parser::Resolve::default();
-    let (package, _) = resolve.push_path(&wit)?;
     fs::write(
         out.join("wit_package.rs"),
         format!(
@@ -265,10 +279,16 @@ fn run() -> Result<()> {
 
 /// Generates `wit-bindgen c` bindings for `world`, compiles `source` with them using clang
 /// and returns the component.
-fn build_c(wit: &Path, world: &str, source: &Path, out: &Path) -> Result<Vec<u8>> {
-    let mut resolve = wit_parser::Resolve::default();
-    let (pkg, _) = resolve.push_path(wit)?;
-    let world_id = resolve.select_world(&[pkg], Some(world))?;
+fn build_c(
+    resolve: &wit_parser::Resolve,
+    package: wit_parser::PackageId,
+    world: &str,
+    source: &Path,
+    out: &Path,
+) -> Result<Vec<u8>> {
+    // The generator may change the resolve it is given: each world gets a copy.
+    let mut resolve = resolve.clone();
+    let world_id = resolve.select_world(&[package], Some(world))?;
     let mut files = wit_bindgen_core::Files::default();
     wit_bindgen_c::Opts::default()
         .build()

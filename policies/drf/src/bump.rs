@@ -8,9 +8,10 @@
 //! returned), so an instance the host keeps for the next call (see
 //! `runtime/policy/src/slot.rs`) uses the same memory again, and a fresh one starts as
 //! before. A policy that kept an allocation would make the heap grow at every call,
-//! until the host's memory cap ends the instance (and the host makes a fresh one). The
-//! heap starts where the linker put the end of the stack and static
-//! data (`__heap_base`), so the memory the component starts with is used first. The DRF is
+//! until the host's memory cap ends the instance (and the host makes a fresh one).
+//!
+//! The heap starts where the linker put the end of the stack and static data
+//! (`__heap_base`), so the memory the component starts with is used first. The DRF is
 //! linked with 4 MiB of it (see `build.rs`), enough for a cycle of 10,000 agents, so such a
 //! cycle never grows its memory; growing costs the host an `mprotect` to open the new
 //! pages and another to close them when the pooled instance is reset. Past the initial

@@ -460,3 +460,20 @@ pub(crate) fn imports_wasi(engine: &Engine, component: &Component) -> bool {
         .imports(engine)
         .any(|(name, _)| name.starts_with("wasi:"))
 }
+
+/// The version of Corral's WIT package that a component imports an interface of
+/// (`corral:policy/log@0.1.0` is of `corral:policy@0.1.0`), when it is not the one this
+/// host speaks ([`crate::WIT_PACKAGE`]).
+pub(crate) fn other_wit_package(engine: &Engine, component: &Component) -> Option<String> {
+    component
+        .component_type()
+        .imports(engine)
+        .find_map(|(name, _)| {
+            let (package, interface) = name.split_once('/')?;
+            let imported = match interface.split_once('@') {
+                Some((_, version)) => format!("{package}@{version}"),
+                None => package.to_owned(),
+            };
+            (package == "corral:policy" && imported != crate::WIT_PACKAGE).then_some(imported)
+        })
+}

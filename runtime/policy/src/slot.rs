@@ -11,7 +11,9 @@ use wasmtime::component::Component;
 use wasmtime::{Store, Trap};
 
 use crate::error::{PolicyError, SwapError};
-use crate::host::{imports_wasi, CallPermit, HostInner, LogSink, PolicyHost, StoreState};
+use crate::host::{
+    imports_wasi, other_wit_package, CallPermit, HostInner, LogSink, PolicyHost, StoreState,
+};
 
 /// What a policy version is now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -277,14 +279,11 @@ impl<W: World> Slot<W> {
                         if message.contains("no export") {
                             message = format!("{message} ({})", W::EXPORTS);
                         }
-                        let version = crate::WIT_PACKAGE.rsplit('@').next().unwrap_or("");
-                        if message.contains("corral:policy/")
-                            && !message.contains(&format!("@{version}"))
-                        {
+                        if let Some(other) = other_wit_package(&host.engine, &component) {
                             message = format!(
                                 "{message} (the component was built against another version \
-                                 of the WIT package; this host speaks {}: build it again \
-                                 against `wit/policy.wit`)",
+                                 of the WIT package, {other}; this host speaks {}: build it \
+                                 again against `wit/policy.wit`)",
                                 crate::WIT_PACKAGE
                             );
                         }
@@ -383,27 +382,20 @@ impl<W: World> Slot<W> {
         let host = &self.host.inner;
         let budget = W::budget(host);
         let permit = host.permit();
-        let warm = lock(&loaded.warm).take();
         let mut place = None;
+        let mut answered = None;
         if let Some(Warm {
             mut store,
             instance,
             place: kept,
-        }) = warm
+        }) = lock(&loaded.warm).take()
         {
             host.begin_call(&mut store, budget);
             let result = call(&instance, &mut store);
             store.data().finish_log();
+            place = Some(kept);
             match result {
-                Ok(answer) => {
-                    let ran = Ran {
-                        store,
-                        instance,
-                        place: Some(kept),
-                        _permit: permit,
-                    };
-                    return Ok((answer, ran));
-                }
+                Ok(answer) => answered = Some((answer, store, instance)),
                 Err(e) => match self.classify(&store, &e) {
                     timeout @ PolicyError::Timeout { .. } => return Err(timeout),
                     error => {
@@ -414,27 +406,32 @@ impl<W: World> Slot<W> {
                         } else {
                             tracing::warn!(slot = %self.name, policy = %short(&loaded.digest), %error, "policy failed in a kept instance; calling a fresh one (it may keep memory or state from one call to the next; said once per policy)");
                         }
-                        place = Some(kept);
                     }
                 },
             }
         }
-        let mut store = host.store(budget, loaded.log.clone(), loaded.needs_wasi);
-        let result = W::instantiate(&loaded.pre, &mut store)
-            .and_then(|instance| call(&instance, &mut store).map(|r| (r, instance)));
-        store.data().finish_log();
-        match result {
-            Ok((answer, instance)) => Ok((
-                answer,
-                Ran {
-                    store,
-                    instance,
-                    place,
-                    _permit: permit,
-                },
-            )),
-            Err(e) => Err(self.classify(&store, &e)),
-        }
+        let (answer, store, instance) = match answered {
+            Some(answered) => answered,
+            None => {
+                let mut store = host.store(budget, loaded.log.clone(), loaded.needs_wasi);
+                let result = W::instantiate(&loaded.pre, &mut store)
+                    .and_then(|instance| call(&instance, &mut store).map(|r| (r, instance)));
+                store.data().finish_log();
+                match result {
+                    Ok((answer, instance)) => (answer, store, instance),
+                    Err(e) => return Err(self.classify(&store, &e)),
+                }
+            }
+        };
+        Ok((
+            answer,
+            Ran {
+                store,
+                instance,
+                place,
+                _permit: permit,
+            },
+        ))
     }
 
     /// What a failed call's error means: the memory cap, the time budget, or a trap.
